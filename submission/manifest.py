@@ -1,0 +1,347 @@
+"""The bundle contract: ``manifest.json`` as frozen dataclasses, written by ``builder pack``, read by the runtime.
+
+Every setting the runtime uses is in the manifest; reading it requires every field, so nothing falls back to
+a default in code that could differ between pack time and run time. Values are validated when the
+dataclasses are built, so a bad bundle fails at pack time, not on the leaderboard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from submission.atomic import atomic_path
+from submission.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+TASKS = ("multiclass", "multilabel")
+FORMATS = {  # output format -> the tasks it serves
+    "label": ("multiclass",),  # one column: the class name or index
+    "onehot": ("multiclass", "multilabel"),  # one 0/1 column per class
+    "probs": ("multiclass", "multilabel"),  # one probability column per class
+    "labels": ("multiclass", "multilabel"),  # one column: space-separated class names or indices
+}
+# TTA preset -> the views it averages; a view is a dihedral transform of the (H, W) plane.
+TTA_PRESETS = {
+    "none": ("identity",),
+    "hflip": ("identity", "hflip"),
+    "vflip": ("identity", "vflip"),
+    "flips": ("identity", "hflip", "vflip", "rot180"),
+    "d4": ("identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "antitranspose"),
+}
+ROTATING_VIEWS = frozenset({"rot90", "rot270", "transpose", "antitranspose"})  # swap height and width
+MERGE_MODES = ("mean", "gmean", "logits")
+CROP_MODES = ("center", "squash", "border")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+LABEL_AS = ("name", "index")
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise BundleError(message)
+
+
+def _choice(name: str, value: str, choices: typing.Iterable[str]) -> None:
+    choices = tuple(choices)
+    _require(value in choices, f"{name} is {value!r}; expected one of: {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class FileRef:
+    path: str  # POSIX path relative to the bundle root, e.g. "weights/fold0.safetensors"
+    sha256: str  # hex digest of the file's bytes, checked before the runtime uses the file
+
+    def __post_init__(self) -> None:
+        p = PurePosixPath(self.path)
+        _require(
+            bool(self.path) and not p.is_absolute() and ".." not in p.parts and "\\" not in self.path,
+            f"file path {self.path!r} must be relative and stay inside the bundle",
+        )
+        _require(bool(_SHA256.fullmatch(self.sha256)), f"sha256 of {self.path!r} is not 64 lowercase hex digits")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    input_size: tuple[int, int, int]  # (channels, height, width) of the model input; channels is 3 (RGB)
+    crop_mode: str  # timm eval crop: "center" (shorter side to size/crop_pct, centre crop), "squash"
+    # (both sides to size/crop_pct, centre crop; crop_pct 1.0 is a plain resize to H x W), "border"
+    # (longer side to size/crop_pct, centre crop or pad with the mean colour)
+    crop_pct: float  # fraction of the resized image the crop keeps, in (0, 1]
+    interpolation: str  # PIL resampling filter used by the resize
+    mean: tuple[float, float, float]  # per-channel mean of pixels scaled to [0, 1]
+    std: tuple[float, float, float]  # per-channel std of pixels scaled to [0, 1]
+    albumentations: dict[str, Any] | None = None  # A.to_dict() of an eval transform that replaces resize
+    # and normalisation: applied as saved to the RGB uint8 array, its output is the model input
+
+    def __post_init__(self) -> None:
+        c, h, w = self.input_size
+        _require(c == 3, f"input_size {self.input_size}: only 3-channel (RGB) models are supported")
+        _require(h > 0 and w > 0, f"input_size {self.input_size}: height and width must be positive")
+        _choice("crop_mode", self.crop_mode, CROP_MODES)
+        _require(0.0 < self.crop_pct <= 1.0, f"crop_pct is {self.crop_pct}; expected a value in (0, 1]")
+        _choice("interpolation", self.interpolation, INTERPOLATIONS)
+        _require(all(s > 0 for s in self.std), f"std {self.std} must be positive")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the model input."""
+        return self.input_size[1], self.input_size[2]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # fold name used in logs and errors, e.g. "fold0"
+    arch: str  # timm model name given to timm.create_model(arch, pretrained=False, ...)
+    num_classes: int  # size of the classifier output; equals the number of classes
+    kwargs: dict[str, Any]  # extra timm.create_model keyword arguments (drop_path_rate, global_pool, ...)
+    weights: FileRef  # safetensors state_dict, loaded with strict=True
+    weight: float  # ensemble weight, > 0; weights are normalised over the models
+    preprocess: Preprocess
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "model name must not be empty")
+        _require(bool(self.arch), f"model {self.name!r}: arch must not be empty")
+        _require(self.num_classes > 0, f"model {self.name!r}: num_classes must be positive")
+        _require(self.weight > 0, f"model {self.name!r}: ensemble weight must be positive, got {self.weight}")
+        reserved = {"pretrained", "num_classes", "pretrained_cfg_overlay", "checkpoint_path"} & set(self.kwargs)
+        _require(not reserved, f"model {self.name!r}: kwargs may not set {', '.join(sorted(reserved))}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    thresholds: tuple[float, ...]  # multilabel: one threshold per class, in class order; multiclass: empty
+    at_least_one: bool  # multilabel: a row where no class reaches its threshold gets its most probable class
+    top_k: int  # how many class names the "labels" format writes for multiclass (most probable first); 1 otherwise
+
+
+@dataclass(frozen=True)
+class Output:
+    format: str  # "label", "onehot", "probs" or "labels" (see FORMATS)
+    id_column: str  # name of the id column
+    columns: tuple[str, ...]  # the CSV header in order: the id column, then the label column or one per class
+    label_as: str  # "name" or "index": what label cells hold (class name, or its position in classes)
+    decimals: int  # digits after the decimal point in probability cells
+
+    def __post_init__(self) -> None:
+        _choice("output format", self.format, FORMATS)
+        _choice("label_as", self.label_as, LABEL_AS)
+        _require(bool(self.id_column), "id_column must not be empty")
+        _require(
+            len(self.columns) >= 2 and self.columns[0] == self.id_column,
+            f"columns {list(self.columns)} must start with the id column {self.id_column!r} and have at least one more",
+        )
+        _require(len(set(self.columns)) == len(self.columns), f"columns {list(self.columns)} repeat a name")
+        _require(0 <= self.decimals <= 12, f"decimals is {self.decimals}; expected 0 to 12")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    schema_version: int  # version of this contract; the runtime refuses any other
+    task: str  # "multiclass" (softmax, one class per image) or "multilabel" (sigmoid, any number)
+    classes: tuple[str, ...]  # class names in the order of the model outputs
+    models: tuple[ModelSpec, ...]  # the ensemble: every fold of every architecture
+    tta: str  # TTA preset name (see TTA_PRESETS)
+    merge: str  # "mean" of probabilities, "gmean" (geometric mean), "logits" (mean of logits, then activation)
+    decision: Decision
+    output: Output
+    sample_submission: FileRef | None  # the competition's sample: the output follows its rows' order
+    provenance: dict[str, Any] = field(default_factory=dict)  # where each setting came from, builder version:
+    # written by the builder for people, never read by the runtime
+
+    def __post_init__(self) -> None:
+        _require(
+            self.schema_version == SCHEMA_VERSION,
+            f"schema_version is {self.schema_version}; this runtime reads {SCHEMA_VERSION}",
+        )
+        _choice("task", self.task, TASKS)
+        n = len(self.classes)
+        _require(n > 0, "classes must not be empty")
+        _require(all(isinstance(c, str) and c for c in self.classes), "class names must be non-empty strings")
+        _require(len(set(self.classes)) == n, f"class names repeat: {_repeated(self.classes)}")
+        _require(len(self.models) > 0, "models must not be empty")
+        _require(len({m.name for m in self.models}) == len(self.models), "model names repeat")
+        _require(
+            len({m.weights.path for m in self.models}) == len(self.models), "two models share one weights file"
+        )
+        for m in self.models:
+            _require(m.num_classes == n, f"model {m.name!r} has num_classes {m.num_classes}, but there are {n} classes")
+        _choice("tta", self.tta, TTA_PRESETS)
+        if ROTATING_VIEWS & set(TTA_PRESETS[self.tta]):
+            for m in self.models:
+                h, w = m.preprocess.size
+                _require(h == w, f"tta {self.tta!r} rotates images, but model {m.name!r} takes {h}x{w} (not square)")
+        _choice("merge", self.merge, MERGE_MODES)
+        self._check_decision()
+        self._check_output()
+
+    def _check_decision(self) -> None:
+        d, n = self.decision, len(self.classes)
+        if self.task == "multilabel":
+            _require(len(d.thresholds) == n, f"{len(d.thresholds)} thresholds given for {n} classes")
+            _require(all(0.0 <= t <= 1.0 for t in d.thresholds), "thresholds must lie in [0, 1]")
+        else:
+            _require(not d.thresholds, "thresholds apply to multilabel tasks only")
+            _require(not d.at_least_one, "at_least_one applies to multilabel tasks only")
+        top_k_used = self.task == "multiclass" and self.output.format == "labels"
+        _require(1 <= d.top_k <= n, f"top_k is {d.top_k}; expected 1 to {n}")
+        _require(top_k_used or d.top_k == 1, "top_k applies to the 'labels' format of multiclass tasks only")
+
+    def _check_output(self) -> None:
+        o = self.output
+        _require(
+            self.task in FORMATS[o.format],
+            f"output format {o.format!r} does not fit a {self.task} task; use one of: "
+            + ", ".join(f for f, tasks in FORMATS.items() if self.task in tasks),
+        )
+        if o.format in ("onehot", "probs"):
+            _require(
+                sorted(o.columns[1:]) == sorted(self.classes),
+                f"format {o.format!r} needs one column per class; columns {list(o.columns[1:])} "
+                f"do not match classes {list(self.classes)}",
+            )
+        else:
+            _require(len(o.columns) == 2, f"format {o.format!r} writes two columns, not {list(o.columns)}")
+
+    @property
+    def files(self) -> tuple[FileRef, ...]:
+        """Every file of the bundle besides manifest.json."""
+        refs = [m.weights for m in self.models]
+        if self.sample_submission is not None:
+            refs.append(self.sample_submission)
+        return tuple(refs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON text: fixed key order, so the same manifest always gives the same bytes."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Manifest:
+        if not isinstance(data, dict):
+            raise BundleError("manifest must be a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError(
+                f"manifest schema_version is {version!r}, but this runtime reads version {SCHEMA_VERSION}; "
+                "pack the bundle again with the builder that matches this runtime"
+            )
+        return _parse(cls, data, "manifest")
+
+
+def _repeated(items: typing.Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    return sorted({x for x in items if x in seen or seen.add(x)})
+
+
+def _parse(tp: Any, value: Any, where: str) -> Any:
+    """Build ``tp`` (a dataclass or a field type) from JSON data, naming the key path in every error."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise BundleError(f"{where}: expected an object, got {type(value).__name__}")
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        unknown = sorted(set(value) - set(names))
+        missing = [n for n in names if n not in value]
+        if unknown:
+            raise BundleError(f"{where}: unknown key(s) {unknown}; expected {names}")
+        if missing:
+            raise BundleError(f"{where}: missing key(s) {missing}")
+        kwargs = {n: _parse(hints[n], value[n], f"{where}.{n}") for n in names}
+        try:
+            return tp(**kwargs)
+        except BundleError as e:
+            raise BundleError(f"{where}: {e}") from None
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse(inner, value, where)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise BundleError(f"{where}: expected a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise BundleError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_parse(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise BundleError(f"{where}: expected an object, got {type(value).__name__}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise BundleError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle: Path) -> Manifest:
+    """Read and validate ``bundle/manifest.json``."""
+    path = Path(bundle) / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{path} not found; pass --bundle with the folder that `builder pack` wrote")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{path} is not valid JSON ({e}); pack the bundle again") from None
+    try:
+        return Manifest.from_dict(data)
+    except BundleError as e:
+        raise BundleError(f"{path}: {e}") from None
+
+
+def resolve_file(bundle: Path, ref: FileRef) -> Path:
+    """The on-disk path of ``ref``, refusing anything that leaves the bundle (through symlinks too)."""
+    root = Path(bundle).resolve()
+    path = (root / ref.path).resolve()
+    if not path.is_relative_to(root):
+        raise BundleError(f"{ref.path} resolves outside the bundle {root}; pack the bundle again")
+    return path
+
+
+def verify_files(bundle: Path, manifest: Manifest) -> None:
+    """Check that every file the manifest names exists and has its recorded sha256."""
+    for ref in manifest.files:
+        path = resolve_file(bundle, ref)
+        if not path.is_file():
+            raise BundleError(f"bundle file {ref.path} is missing from {bundle}; pack the bundle again")
+        actual = sha256_file(path)
+        if actual != ref.sha256:
+            raise BundleError(
+                f"bundle file {ref.path} has sha256 {actual}, but the manifest records {ref.sha256}: "
+                "the file changed after packing; pack the bundle again"
+            )
+
+
+def write_manifest(bundle: Path, manifest: Manifest) -> Path:
+    """Write ``bundle/manifest.json`` atomically."""
+    path = Path(bundle) / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(manifest.to_json(), encoding="utf-8")
+    return path

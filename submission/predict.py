@@ -1,0 +1,147 @@
+"""The prediction loop: decode each image once, run every model and TTA view on the same batch, merge.
+
+Models that share a preprocessing (input size, crop, normalisation) form a group; each image is decoded once
+in a loader worker and resized once per group. On the device each group's batch is normalised, expanded to
+its TTA views and fed to every model of the group in one forward pass per model. Per batch, the logits of all
+models are merged into probabilities, so memory does not grow with the test set beyond the [N, C] result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from submission import models as model_io
+from submission.ensemble import merge
+from submission.errors import BundleError, DeviceError
+from submission.images import decode_rgb
+from submission.manifest import Manifest, resolve_file
+from submission.preprocess import Preprocessor, normalize
+from submission.tta import stack_views, views_of
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (``docker run --cpus``)."""
+    cpus = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+    return cpus
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` takes CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise DeviceError(f"device {name!r} is unknown; use auto, cpu or cuda")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError(
+            "--device cuda was asked for, but no GPU is visible to torch; run the container with --gpus all "
+            "(NVIDIA container toolkit), or use --device auto to fall back to the CPU"
+        )
+    return torch.device("cuda")
+
+
+@dataclass
+class Group:
+    """Models that take the same input, with the transform that makes it."""
+
+    preprocessor: Preprocessor
+    members: list[tuple[int, torch.nn.Module]]  # (position in manifest.models, model)
+
+
+class DecodedImages(Dataset):
+    """Item i: the i-th image decoded once, then one tensor per group."""
+
+    def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor]):
+        self.paths = list(paths)
+        self.preprocessors = list(preprocessors)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        image = decode_rgb(self.paths[i])
+        return tuple(p(image) for p in self.preprocessors)
+
+
+def load_groups(manifest: Manifest, bundle: Path, device: torch.device) -> list[Group]:
+    """Build every model of the manifest on ``device``, grouped by identical preprocessing, in manifest order."""
+    groups: dict[str, Group] = {}
+    for index, spec in enumerate(manifest.models):
+        key = json.dumps(asdict(spec.preprocess), sort_keys=True)
+        model = model_io.load(spec, resolve_file(bundle, spec.weights), device)
+        if key not in groups:
+            groups[key] = Group(Preprocessor(spec.preprocess, spec.name), [])
+        groups[key].members.append((index, model))
+    return list(groups.values())
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on GPUs that support it, fp16 on older ones; plain float32 on the CPU."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def predict(
+    manifest: Manifest,
+    groups: Sequence[Group],
+    paths: Sequence[Path],
+    *,
+    device: torch.device,
+    batch_size: int,
+    workers: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """[N, C] float64 probabilities for ``paths``, in order."""
+    loader = DataLoader(
+        DecodedImages(paths, [g.preprocessor for g in groups]),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    n_views, n_classes = len(views_of(manifest.tta)), len(manifest.classes)
+    weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
+    result = np.empty((len(paths), n_classes), dtype=np.float64)
+    start = 0
+    with torch.inference_mode():
+        for batch in loader:
+            size = len(batch[0])
+            logits: list[torch.Tensor] = [torch.empty(0)] * len(manifest.models)
+            for group, pixels in zip(groups, batch):
+                x = pixels.to(device, non_blocking=True)
+                if group.preprocessor.normalizes_on_device:
+                    x = normalize(x, group.preprocessor.pre)
+                x = stack_views(x, manifest.tta)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                for index, model in group.members:
+                    with autocast(device):
+                        y = model(x)
+                    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (n_views * size, n_classes):
+                        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+                        raise BundleError(
+                            f"model {manifest.models[index].name!r} returned {shape} for a batch of "
+                            f"{n_views * size} images, expected ({n_views * size}, {n_classes})"
+                        )
+                    logits[index] = y.float().view(n_views, size, n_classes)
+            stacked = torch.stack(logits).cpu().double()
+            result[start : start + size] = merge(stacked, weights, manifest.merge, manifest.task).numpy()
+            start += size
+            if on_batch is not None:
+                on_batch(size)
+    return result

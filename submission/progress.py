@@ -1,0 +1,35 @@
+"""Progress of the prediction loop on stderr: images done and images per second."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """Prints at most once per ``interval`` seconds: in place on a terminal, one line at a time in a log."""
+
+    def __init__(self, total: int, enabled: bool = True, stream: TextIO = sys.stderr):
+        self.total = total
+        self.enabled = enabled
+        self.stream = stream
+        self.done = 0
+        self.start = time.perf_counter()
+        self._tty = stream.isatty()
+        self._interval = 0.5 if self._tty else 10.0
+        self._last = self.start
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self._last >= self._interval or self.done == self.total):
+            self._last = now
+            start, end = ("\r", "\n" if self.done == self.total else "") if self._tty else ("", "\n")
+            self.stream.write(f"{start}{self.done}/{self.total} images, {self.rate:.1f} images/s{end}")
+            self.stream.flush()

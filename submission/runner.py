@@ -1,0 +1,100 @@
+"""One submission run: bundle + test folder -> checked inputs -> predictions -> the CSV, written atomically.
+
+``python -m submission`` is a thin argument parser over ``run``; benchmarks and tests call ``run`` directly.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from submission import predict as engine
+from submission.errors import BundleError, InputError
+from submission.formats import build_table, check_writable, write_csv
+from submission.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
+from submission.manifest import Manifest, load_manifest, resolve_file, verify_files
+from submission.progress import Progress
+
+DEFAULT_BUNDLE = Path("/opt/submission/bundle")
+DEFAULT_OUT = Path("/output/submission.csv")
+
+
+@dataclass(frozen=True)
+class Options:
+    batch_size: int = 32  # images per batch; each model sees batch_size x TTA views per forward pass
+    workers: int | None = None  # loader processes; None: one per available CPU (0 decodes in-process)
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    quiet: bool = False  # no progress or info lines on stderr (warnings are still shown)
+
+
+@dataclass(frozen=True)
+class Result:
+    path: Path  # the CSV written
+    rows: int
+    columns: int
+    device: str
+    seconds: float  # prediction time (decode, models, merge), without model loading
+    images_per_second: float
+
+
+def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:
+    """The ids of the bundled sample submission, as text exactly as written there."""
+    if manifest.sample_submission is None:
+        return None
+    path = resolve_file(bundle, manifest.sample_submission)
+    column = manifest.output.id_column
+    try:
+        sample = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=[column])
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        raise BundleError(f"cannot read the id column {column!r} of {path}: {e}") from None
+    return sample[column].tolist()
+
+
+def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -> Result:
+    def info(message: str) -> None:
+        if not options.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    if options.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
+    manifest = load_manifest(bundle)
+    verify_files(bundle, manifest)
+    check_writable(out)
+    test = match_ids(list_images(test_dir), read_sample_ids(bundle, manifest))
+    report_skipped(test.skipped)
+    if not test.ids:
+        raise InputError(f"no images found in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
+
+    device = engine.select_device(options.device)
+    workers = engine.available_cpus() if options.workers is None else options.workers
+    groups = engine.load_groups(manifest, bundle, device)
+    info(
+        f"{len(manifest.models)} model(s) in {len(groups)} input group(s), TTA {manifest.tta!r} "
+        f"({len(engine.views_of(manifest.tta))} view(s)), merge {manifest.merge!r}, on {device}, "
+        f"{len(test.ids)} image(s), batch {options.batch_size}, {workers} worker(s)"
+    )
+    progress = Progress(len(test.ids), enabled=not options.quiet)
+    probs = engine.predict(
+        manifest,
+        groups,
+        test.paths,
+        device=device,
+        batch_size=options.batch_size,
+        workers=workers,
+        on_batch=progress.update,
+    )
+    seconds = time.perf_counter() - progress.start
+    table = build_table(test.ids, probs, manifest)
+    write_csv(table, out, manifest.output.decimals)
+    return Result(
+        path=Path(out),
+        rows=len(table),
+        columns=len(table.columns),
+        device=str(device),
+        seconds=seconds,
+        images_per_second=len(table) / seconds if seconds > 0 else 0.0,
+    )
