@@ -10,13 +10,13 @@ from typing import TextIO
 class Progress:
     """Prints at most once per ``interval`` seconds: in place on a terminal, one line at a time in a log."""
 
-    def __init__(self, total: int, enabled: bool = True, stream: TextIO = sys.stderr):
+    def __init__(self, total: int, enabled: bool = True, stream: TextIO | None = None):
         self.total = total
         self.enabled = enabled
-        self.stream = stream
+        self.stream = stream or sys.stderr
         self.done = 0
         self.start = time.perf_counter()
-        self._tty = stream.isatty()
+        self._tty = self.stream.isatty()
         self._interval = 0.5 if self._tty else 10.0
         self._last = self.start
 
