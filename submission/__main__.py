@@ -25,13 +25,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--ignore-sample",
+        action="store_true",
+        help="predict the images found (natural order) instead of the bundled sample's ids: for smoke runs and debugging",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = Options(batch_size=args.batch_size, workers=args.workers, device=args.device, quiet=args.quiet)
+    options = Options(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        quiet=args.quiet,
+        ignore_sample=args.ignore_sample,
+    )
     try:
         result = run(args.test_dir, args.bundle, args.out, options)
     except SubmissionError as e:

@@ -29,12 +29,17 @@ from submission.tta import stack_views, views_of
 
 
 def available_cpus() -> int:
-    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (``docker run --cpus``)."""
+    """CPUs this process may use: its affinity, capped by a cgroup quota (``docker run --cpus``)."""
     cpus = len(os.sched_getaffinity(0))
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
         if quota != "max":
-            cpus = min(cpus, max(1, int(int(quota) / int(period))))
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    with contextlib.suppress(OSError, ValueError):  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0:
+            cpus = min(cpus, max(1, quota // period))
     return cpus
 
 

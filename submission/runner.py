@@ -29,6 +29,7 @@ class Options:
     workers: int | None = None  # loader processes; None: one per available CPU (0 decodes in-process)
     device: str = "auto"  # "auto", "cpu" or "cuda"
     quiet: bool = False  # no progress or info lines on stderr (warnings are still shown)
+    ignore_sample: bool = False  # predict the images found, in natural order, ignoring the bundled sample
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:
     path = resolve_file(bundle, manifest.sample_submission)
     column = manifest.output.id_column
     try:
-        sample = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=[column])
+        sample = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=[column], encoding="utf-8-sig")
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise BundleError(f"cannot read the id column {column!r} of {path}: {e}") from None
     return sample[column].tolist()
@@ -64,7 +65,8 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
     manifest = load_manifest(bundle)
     verify_files(bundle, manifest)
     check_writable(out)
-    test = match_ids(list_images(test_dir), read_sample_ids(bundle, manifest))
+    sample_ids = None if options.ignore_sample else read_sample_ids(bundle, manifest)
+    test = match_ids(list_images(test_dir), sample_ids)
     report_skipped(test.skipped)
     if not test.ids:
         raise InputError(f"no images found in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")

@@ -83,6 +83,7 @@ def test_albumentations_output_of_the_wrong_size_names_the_model():
         Preprocessor(pre, "fold3")(random_image(30, 30))
 
 
+@pytest.mark.filterwarnings("ignore:Transform NoSuchTransform")
 def test_broken_albumentations_dict_is_a_bundle_error():
     pre = preprocess(32, albumentations={"transform": {"__class_fullname__": "NoSuchTransform"}})
     with pytest.raises(BundleError, match="cannot rebuild the serialized albumentations transform"):
