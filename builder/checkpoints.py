@@ -31,8 +31,11 @@ EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 
 
-class _AttributeDict(dict):
-    """Stands in for Lightning's AttributeDict (a plain dict subclass) so hparams load without Lightning."""
+class _AttributeDict:
+    """Stands in for Lightning's AttributeDict (a dict subclass): unpickles as a plain dict, without Lightning."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> dict:  # type: ignore[misc]
+        return dict()
 
 
 SAFE_GLOBALS = [

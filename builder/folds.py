@@ -53,6 +53,17 @@ def _head_size(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> int | 
     return None
 
 
+def _load_strictly(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, arch: Sourced) -> None:
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        detail = str(e).replace("\n\t", " ").replace("\n", " ")
+        raise CheckpointError(
+            f"{path} does not load strictly into {arch.value!r} (from {arch.source}): {detail[:1500]}. "
+            "Check --arch, --num-classes and --model-kwargs against the training run"
+        ) from None
+
+
 def _input_size(layers: tuple[Layer, ...], default: Sourced) -> Sourced:
     """(3, H, W) from input_size or img_size, whichever the highest layer gives (input_size first within one)."""
     for layer in layers:
@@ -95,6 +106,7 @@ def prepare_fold(checkpoint: Checkpoint, layers: tuple[Layer, ...]) -> Fold:
     num = lookup("num_classes", *layers)
     if num is None:
         if head is None:
+            _load_strictly(probe, state, path, arch)  # names the keys at fault when the weights do not fit at all
             raise ConfigError(f"{path}: cannot tell the number of classes from the weights; pass --num-classes")
         num = Sourced(head, f"{path.name} classifier weight")
     try:
@@ -108,14 +120,7 @@ def prepare_fold(checkpoint: Checkpoint, layers: tuple[Layer, ...]) -> Fold:
     sources["num_classes"] = num
 
     model = _create(arch.value, path, num_classes=num.value, **kwargs)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        detail = str(e).replace("\n\t", " ").replace("\n", " ")
-        raise CheckpointError(
-            f"{path} does not load strictly into {arch.value!r} (from {arch.source}): {detail[:1500]}. "
-            "Check --arch, --num-classes and --model-kwargs against the training run"
-        ) from None
+    _load_strictly(model, state, path, arch)
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             bad = int((~torch.isfinite(tensor)).sum())

@@ -22,6 +22,7 @@ from submission.errors import BundleError
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
 TASKS = ("multiclass", "multilabel")
 FORMATS = {  # output format -> the tasks it serves

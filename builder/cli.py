@@ -1,0 +1,157 @@
+"""``builder``: the host-side CLI. Each command parses its options, calls one library function, prints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from builder import __version__
+from builder.bundle import Bundle, PackRequest
+from builder.pack import pack as pack_folds
+from builder.errors import BuilderError
+from builder.folds import Fold
+from submission.errors import SubmissionError
+
+app = typer.Typer(
+    help="Pack k-fold timm checkpoints into an offline Docker image that writes a competition submission CSV.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True, soft_wrap=True)
+DEFAULT_TAG = "submission"
+
+
+def _default_base() -> str:
+    import sys
+
+    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"
+
+
+def _fail(error: Exception) -> None:
+    console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    raise typer.Exit(getattr(error, "exit_code", 1))
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"builder {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """Pack fold checkpoints into a submission image, then run it the way a leaderboard does."""
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _report(bundle: Bundle) -> None:
+    for f in bundle.folds:
+        p = f.preprocess
+        resize = "albumentations transform" if p.albumentations else f"{p.crop_mode} crop {p.crop_pct:g}, {p.interpolation}"
+        console.print(
+            f"{f.name}: {f.arch}, {f.num_classes} classes, input {p.size[0]}x{p.size[1]} ({resize}); "
+            f"weights: {f.entry} of {f.checkpoint}",
+            markup=False, highlight=False,
+        )
+        if f.dropped_keys:
+            console.print(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}",
+                          markup=False, highlight=False)
+    settings = Table(title="where each setting came from", title_justify="left")
+    for column in ("setting", "value", "source"):
+        settings.add_column(column, overflow="fold")
+    for name in ("arch", "num_classes", "input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "model_kwargs"):
+        rows = {(str(f.sources[name].value), f.sources[name].source) for f in bundle.folds if name in f.sources}
+        for value, source in sorted(rows):
+            settings.add_row(Text(name), Text(value), Text(source))
+    for name, s in bundle.settings.items():
+        value = s.value if not isinstance(s.value, tuple) or len(s.value) <= 12 else f"{s.value[:12]} ... ({len(s.value)})"
+        settings.add_row(Text(name), Text(str(value)), Text(s.source))
+    console.print(settings)
+    console.print(f"bundle: {bundle.path} ({_size(bundle.size)}, {len(bundle.folds)} fold(s))", markup=False, highlight=False)
+
+
+@app.command()
+def pack(
+    models: Path = typer.Option(..., "--models", help="Folder of fold checkpoints (files, or one sub-folder per fold), or one checkpoint."),
+    sample_submission: Optional[Path] = typer.Option(None, "--sample-submission", help="The competition's sample_submission.csv: fixes the id column, columns, format and row order."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file of settings (same names as these options, with underscores)."),
+    arch: Optional[str] = typer.Option(None, help="timm model name for every fold (default: what the checkpoints record)."),
+    num_classes: Optional[int] = typer.Option(None, help="Classes of the model head (default: from the checkpoint's classifier)."),
+    img_size: Optional[str] = typer.Option(None, help="Model input size: 384, or 384,512 for height,width."),
+    crop_pct: Optional[float] = typer.Option(None, help="Fraction kept by the eval centre crop, in (0, 1]; 1.0 with --crop-mode squash is a plain resize."),
+    crop_mode: Optional[str] = typer.Option(None, help="center, squash or border (timm's eval crop modes)."),
+    interpolation: Optional[str] = typer.Option(None, help="Resize filter: bilinear, bicubic, nearest, box, hamming, lanczos."),
+    mean: Optional[str] = typer.Option(None, help="Normalisation mean, three numbers: 0.485,0.456,0.406."),
+    std: Optional[str] = typer.Option(None, help="Normalisation std, three numbers."),
+    model_kwargs: Optional[str] = typer.Option(None, help="Extra timm.create_model arguments as JSON, e.g. '{\"img_size\": 384}'."),
+    albumentations: Optional[Path] = typer.Option(None, help="JSON file of A.to_dict(eval_transform), used instead of timm's resize and normalisation."),
+    task: Optional[str] = typer.Option(None, help="multiclass (default) or multilabel."),
+    classes: Optional[str] = typer.Option(None, help="Class names in model output order: a,b,c or a file with one per line."),
+    id_column: Optional[str] = typer.Option(None, help="Name of the id column (default: the sample's first column)."),
+    format: Optional[str] = typer.Option(None, "--format", help="Output format: label, onehot, probs, labels (default: inferred from the sample)."),
+    label_as: Optional[str] = typer.Option(None, help="What label cells hold: name or index (default: inferred from the sample)."),
+    tta: Optional[str] = typer.Option(None, help="TTA preset: none (default), hflip, vflip, flips, d4."),
+    merge: Optional[str] = typer.Option(None, help="Merge of folds and views: mean (default), gmean, logits."),
+    thresholds: Optional[Path] = typer.Option(None, help="Per-class thresholds (multilabel): JSON list or {class: t}, or CSV class,threshold."),
+    at_least_one: Optional[bool] = typer.Option(None, "--at-least-one/--no-at-least-one", help="Multilabel: give a row with no class above its threshold its most probable class."),
+    top_k: Optional[int] = typer.Option(None, help="Multiclass 'labels' format: class names per row."),
+    decimals: Optional[int] = typer.Option(None, help="Digits after the decimal point in probability cells (default 6)."),
+    fold_weights: Optional[str] = typer.Option(None, help="Ensemble weight of each fold, in fold order: 1,1,2."),
+    pick: Optional[str] = typer.Option(None, help="File name pattern choosing the checkpoint in each fold's folder, e.g. 'last.ckpt'."),
+    no_ema: bool = typer.Option(False, "--no-ema", help="Use state_dict rather than state_dict_ema when a checkpoint has both."),
+    allow_unsafe_pickle: bool = typer.Option(False, "--allow-unsafe-pickle", help="Read checkpoints that need full unpickling (runs code from the file: only for files you trust)."),
+    bundle_only: Optional[Path] = typer.Option(None, "--bundle-only", help="Write the bundle to this folder and stop (no Docker needed)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also keep the bundle in this folder (to run `python -m submission` on the host)."),
+    tag: str = typer.Option(DEFAULT_TAG, help="Tag of the image to build."),
+    base_image: str = typer.Option(_default_base(), help="Base image with python3 (never pulled; see `builder base`)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's and Docker's build logs."),
+) -> None:
+    """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
+    options = dict(
+        arch=arch, num_classes=num_classes, img_size=img_size, crop_pct=crop_pct, crop_mode=crop_mode,
+        interpolation=interpolation, mean=mean, std=std, model_kwargs=model_kwargs,
+        albumentations=str(albumentations) if albumentations else None, task=task, classes=classes,
+        id_column=id_column, format=format, label_as=label_as, tta=tta, merge=merge,
+        thresholds=str(thresholds) if thresholds else None, at_least_one=at_least_one, top_k=top_k,
+        decimals=decimals, fold_weights=fold_weights,
+    )
+    request = PackRequest(
+        models=models, options=options, config=config, sample_submission=sample_submission, pick=pick,
+        use_ema=not no_ema, allow_unsafe_pickle=allow_unsafe_pickle,
+    )
+    try:
+        result = pack_folds(
+            request, tag=tag, base_image=base_image, bundle_dir=bundle_only or bundle,
+            bundle_only=bundle_only is not None, phase=console.status,
+            log=console.print if verbose else lambda line: None, on_fold=_fold_done,
+        )
+    except (BuilderError, SubmissionError) as e:
+        _fail(e)
+    _report(result.bundle)
+    if result.image is not None:
+        env, image, smoke = result.env, result.image, result.smoke
+        console.print(f"environment: {env.tag} ({'built' if env.built else 'cached'}) on {env.base}")
+        console.print(f"pins: {image.labels['submission.pins']}")
+        console.print(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
+        typer.echo(f"built {image.tag}: {image.id} ({_size(image.size)})")
+
+
+def _fold_done(fold: Fold) -> None:
+    console.print(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch",
+                  markup=False, highlight=False)

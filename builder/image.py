@@ -1,0 +1,253 @@
+"""Bundle -> the submission image: a cached environment image, then layers the builder writes itself.
+
+1. Environment image: the top-level Dockerfile on BASE_IMAGE with the pinned wheelhouse, tagged
+   ``submission-env:<content key>`` (base image ID + lock + Dockerfile) and built only when missing.
+2. Submission image: two layers on top, written byte for byte reproducibly (``builder.layers``): the weights
+   (their own layer, reused when only code or settings change), then the runtime code, manifest and sample.
+   The config (entrypoint, labels, fixed ``created``) is written here too and the result loaded with
+   ``docker load``: the same inputs on the same environment image give the same image ID.
+3. A smoke run of the image as a platform runs it (no network, read-only root, a few generated images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import numpy as np
+import pandas as pd
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound
+from PIL import Image
+
+import submission
+from builder import __version__
+from builder.errors import DockerError
+from builder.layers import Layer, image_config, write_layer, write_load_archive
+from builder.lock import LOCK_NAME, RUNTIME_PACKAGES, Lock, check_python, wheelhouse
+from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest
+
+DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile"
+ENV_REPOSITORY = "submission-env"
+CODE_DIR = "/opt/submission/code"
+PYTHON = "/opt/venv/bin/python"
+
+Log = Callable[[str], None]
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except (DockerException, requests.RequestException) as e:
+        raise DockerError(
+            f"cannot reach the Docker engine ({e}); start it (dockerd, or Docker Desktop) or set DOCKER_HOST. "
+            "`builder pack --bundle-only DIR` needs no Docker"
+        ) from None
+    return client
+
+
+def local_image(client: docker.DockerClient, name: str) -> Any | None:
+    try:
+        return client.images.get(name)
+    except ImageNotFound:
+        return None
+
+
+def base_python(client: docker.DockerClient, base: str) -> str:
+    """The ``major.minor`` of the base image's python3."""
+    try:
+        out = client.containers.run(
+            base, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            network_mode="none", remove=True, stdout=True, stderr=True,
+        )
+    except (APIError, DockerException) as e:
+        raise DockerError(f"cannot run python3 in the base image {base}: {e}") from None
+    return check_python(out.decode().strip())
+
+
+@dataclass(frozen=True)
+class EnvImage:
+    tag: str
+    id: str
+    key: str  # content key: base image ID + lock + Dockerfile
+    lock: Lock
+    base: str  # the base image as named
+    base_id: str
+    built: bool  # False when it was found already built
+
+
+def ensure_env_image(
+    client: docker.DockerClient, base: str, packages: tuple[str, ...], log: Log = _quiet
+) -> EnvImage:
+    """The environment image for ``base`` and the host's versions of ``packages``, built if missing."""
+    base_image = local_image(client, base)
+    if base_image is None:
+        raise DockerError(
+            f"the base image {base!r} is not present locally, and images are never pulled by pack: "
+            f"run `docker pull {base}` where a registry is reachable, or make a local base with "
+            "`builder base` and pass --base-image submission-base:bookworm"
+        )
+    python = base_python(client, base)
+    wheels, lock = wheelhouse(packages, python, log)
+    dockerfile = DOCKERFILE.read_text(encoding="utf-8")
+    key = hashlib.sha256("\n".join([base_image.id, lock.requirements(), dockerfile]).encode()).hexdigest()[:16]
+    tag = f"{ENV_REPOSITORY}:{key}"
+    existing = local_image(client, tag)
+    if existing is not None:
+        return EnvImage(tag, existing.id, key, lock, base, base_image.id, built=False)
+
+    with tempfile.TemporaryDirectory(prefix="submission-env-") as context:
+        context_dir = Path(context)
+        shutil.copyfile(DOCKERFILE, context_dir / "Dockerfile")
+        (context_dir / "wheels").mkdir()
+        for name in [w[2] for w in lock.wheels] + [LOCK_NAME]:
+            _link_or_copy(wheels / name, context_dir / "wheels" / name)
+        lines: list[str] = []
+        try:
+            for chunk in client.api.build(
+                path=str(context_dir), tag=tag, buildargs={"BASE_IMAGE": base}, rm=True, forcerm=True,
+                pull=False, decode=True, labels={"submission.env.key": key, "submission.base.id": base_image.id},
+            ):
+                if "stream" in chunk:
+                    for line in chunk["stream"].splitlines():
+                        lines.append(line)
+                        log(line)
+                if "error" in chunk:
+                    tail = "\n".join(lines[-20:])
+                    raise DockerError(f"building the environment image failed: {chunk['error']}\n{tail}")
+        except (APIError, requests.RequestException) as e:
+            raise DockerError(f"building the environment image failed: {e}") from None
+    image = client.images.get(tag)
+    return EnvImage(tag, image.id, key, lock, base, base_image.id, built=True)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def runtime_files() -> dict[str, Path]:
+    """The runtime package's source files, by their path in the image."""
+    package = Path(submission.__file__).resolve().parent
+    return {f"{CODE_DIR}/submission/{p.relative_to(package).as_posix()}": p for p in sorted(package.rglob("*.py"))}
+
+
+@dataclass(frozen=True)
+class SubmissionImage:
+    tag: str
+    id: str
+    size: int  # bytes, as the engine reports it
+    layers: tuple[Layer, ...]  # the layers written here: weights, then code + manifest + sample
+    labels: dict[str, str]
+
+
+def build_submission_image(
+    client: docker.DockerClient, env: EnvImage, bundle: Path, manifest: Manifest, tag: str
+) -> SubmissionImage:
+    """Add the bundle and the runtime code to the environment image and load the result as ``tag``."""
+    parent = client.images.get(env.id).attrs
+    bundle = Path(bundle)
+    weights = {f"{IMAGE_BUNDLE_DIR}/{m.weights.path}": bundle / m.weights.path for m in manifest.models}
+    rest: dict[str, Path | bytes] = {f"{IMAGE_BUNDLE_DIR}/{MANIFEST_NAME}": bundle / MANIFEST_NAME}
+    if manifest.sample_submission is not None:
+        rest[f"{IMAGE_BUNDLE_DIR}/{manifest.sample_submission.path}"] = bundle / manifest.sample_submission.path
+    rest.update(runtime_files())
+
+    manifest_sha = hashlib.sha256((bundle / MANIFEST_NAME).read_bytes()).hexdigest()
+    pins = env.lock.versions(RUNTIME_PACKAGES + ("albumentations",))
+    labels = {
+        **(parent["Config"].get("Labels") or {}),
+        "submission.manifest.sha256": manifest_sha,
+        "submission.builder.version": __version__,
+        "submission.pins": json.dumps(pins, sort_keys=True),
+        "submission.python": env.lock.python,
+    }
+    env_vars = [v for v in parent["Config"].get("Env") or [] if not v.startswith("PYTHONPATH=")]
+    config = {
+        "Env": env_vars + [f"PYTHONPATH={CODE_DIR}"],
+        "Entrypoint": [PYTHON, "-m", "submission"],
+        "Cmd": ["/data"],
+        "User": parent["Config"].get("User") or "10001:10001",
+        "WorkingDir": "/opt/submission",
+        "Labels": labels,
+    }
+    with tempfile.TemporaryDirectory(prefix="submission-image-") as tmp:
+        work = Path(tmp)
+        layers = (write_layer(weights, work / "weights.tar"), write_layer(rest, work / "code.tar"))
+        config_bytes = image_config(parent, layers, config)
+        archive = work / "image.tar"
+        image_id = write_load_archive(archive, config_bytes, parent["RootFS"]["Layers"], list(layers), tag)
+        try:
+            with open(archive, "rb") as f:
+                client.images.load(f)
+        except (APIError, requests.RequestException) as e:
+            raise DockerError(f"docker load of the submission image failed: {e}") from None
+    image = client.images.get(tag)
+    if image.id != image_id:
+        raise DockerError(f"the engine tagged {image.id} as {tag}, expected {image_id}")
+    return SubmissionImage(tag, image.id, int(image.attrs.get("Size", 0)), layers, labels)
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    seconds: float
+    rows: int
+    log: str
+
+
+def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600) -> SmokeRun:
+    """Run the image on three generated images, as a platform would: no network, read-only root filesystem."""
+    height = max(m.preprocess.size[0] for m in manifest.models)
+    width = max(m.preprocess.size[1] for m in manifest.models)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="submission-smoke-") as tmp:
+        data, out = Path(tmp) / "data", Path(tmp) / "output"
+        data.mkdir()
+        out.mkdir()
+        os.chmod(tmp, 0o755)
+        os.chmod(data, 0o755)
+        out.chmod(0o777)  # the image runs as a non-root user
+        for i in range(3):
+            pixels = rng.integers(0, 256, (height + 16 * i, width + 8 * i, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(data / f"smoke_{i}.png")
+            (data / f"smoke_{i}.png").chmod(0o644)
+        start = time.perf_counter()
+        container = client.containers.run(
+            tag, ["/data", "--ignore-sample", "--out", "/output/smoke.csv"],
+            network_mode="none", read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
+            volumes={str(data): {"bind": "/data", "mode": "ro"}, str(out): {"bind": "/output", "mode": "rw"}},
+            detach=True,
+        )
+        try:
+            try:
+                status = container.wait(timeout=timeout)["StatusCode"]
+            except requests.RequestException:
+                container.kill()
+                raise DockerError(f"the smoke run of {tag} took longer than {timeout:.0f}s and was stopped") from None
+            seconds = time.perf_counter() - start
+            log = container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+        if status != 0:
+            raise DockerError(f"the smoke run of {tag} exited with code {status}:\n{log[-3000:]}")
+        csv = out / "smoke.csv"
+        rows = len(pd.read_csv(csv)) if csv.is_file() else 0
+        if rows != 3:
+            raise DockerError(f"the smoke run of {tag} wrote {rows} rows for 3 images:\n{log[-3000:]}")
+    return SmokeRun(seconds=seconds, rows=rows, log=log)
