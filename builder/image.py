@@ -148,6 +148,11 @@ def runtime_files() -> dict[str, Path]:
     return {f"{CODE_DIR}/submission/{p.relative_to(package).as_posix()}": p for p in sorted(package.rglob("*.py"))}
 
 
+def full_tag(tag: str) -> str:
+    """``name`` -> ``name:latest``; a tag that names its version is kept."""
+    return tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
+
+
 @dataclass(frozen=True)
 class SubmissionImage:
     tag: str
@@ -161,6 +166,7 @@ def build_submission_image(
     client: docker.DockerClient, env: EnvImage, bundle: Path, manifest: Manifest, tag: str
 ) -> SubmissionImage:
     """Add the bundle and the runtime code to the environment image and load the result as ``tag``."""
+    tag = full_tag(tag)
     parent = client.images.get(env.id).attrs
     bundle = Path(bundle)
     weights = {f"{IMAGE_BUNDLE_DIR}/{m.weights.path}": bundle / m.weights.path for m in manifest.models}
@@ -196,7 +202,7 @@ def build_submission_image(
         try:
             with open(archive, "rb") as f:
                 client.images.load(f)
-        except (APIError, requests.RequestException) as e:
+        except (DockerException, requests.RequestException) as e:
             raise DockerError(f"docker load of the submission image failed: {e}") from None
     image = client.images.get(tag)
     if image.id != image_id:

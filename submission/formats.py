@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,7 +84,8 @@ def check_writable(path: Path) -> None:
             pass
     except OSError as e:
         raise OutputError(
-            f"cannot write to {path.parent} ({e.strerror or e}); mount a writable folder there or pass --out"
+            f"cannot write to {path.parent} ({e.strerror or e}) as uid {os.getuid()}; mount a folder this user may "
+            "write there (docker run --user \"$(id -u):$(id -g)\" ..., or chmod a+w on the host), or pass --out"
         ) from None
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; give the path of the CSV file to write")
