@@ -155,3 +155,21 @@ def pack(
 def _fold_done(fold: Fold) -> None:
     console.print(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch",
                   markup=False, highlight=False)
+
+
+@app.command()
+def base(
+    tag: str = typer.Option("submission-base:bookworm", help="Tag of the base image to make."),
+    suite: str = typer.Option("bookworm", help="Debian release to bootstrap."),
+    mirror: Optional[str] = typer.Option(None, help="Debian mirror URL (default: debootstrap's)."),
+) -> None:
+    """Make a local base image (Debian minbase + python3 + venv) with debootstrap, for machines that cannot pull."""
+    from builder.base import make_base
+    from builder.image import connect
+
+    try:
+        with console.status(f"debootstrap {suite} and docker import as {tag}"):
+            image_id = make_base(connect(), tag, suite, mirror)
+    except BuilderError as e:
+        _fail(e)
+    typer.echo(f"made {tag}: {image_id}")
