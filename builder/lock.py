@@ -26,6 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from builder.errors import BuilderError
+from submission.manifest import sha256_file
 
 RUNTIME_PACKAGES = ("torch", "timm", "numpy", "pillow", "safetensors", "pandas")
 LOCK_NAME = "requirements.lock"
@@ -95,14 +96,6 @@ def _platforms() -> list[str]:
     return seen
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def wheelhouse(
     packages: Iterable[str], python: str, log: Callable[[str], None] = lambda line: None
 ) -> tuple[Path, Lock]:
@@ -148,7 +141,7 @@ def wheelhouse(
         wheels = []
         for path in sorted(staging.glob("*.whl")):
             name, version, _, _ = parse_wheel_filename(path.name)
-            wheels.append((str(name), str(version), path.name, _sha256(path)))
+            wheels.append((str(name), str(version), path.name, sha256_file(path)))
         lock = Lock(python, tuple(pins.items()), tuple(sorted(wheels)))
         (staging / LOCK_NAME).write_text(lock.requirements())
         (staging / "lock.json").write_text(json.dumps({"python": lock.python, "pins": lock.pins, "wheels": lock.wheels}, indent=1))
