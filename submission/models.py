@@ -24,8 +24,12 @@ def create(spec: ModelSpec) -> torch.nn.Module:
         ) from None
 
 
-def load(spec: ModelSpec, weights_path: Path, device: torch.device) -> torch.nn.Module:
-    """Build the model, load its weights with strict=True, move it to ``device`` and set eval mode."""
+def load(spec: ModelSpec, weights_path: Path, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
+    """Build the model, load its weights with strict=True, move it to ``device`` and set eval mode.
+
+    channels_last (NHWC) convolutions are faster on GPUs and, through oneDNN, on CPUs too
+    (benchmarks/bench_inference.py measures it); the numbers stay float32 on the CPU.
+    """
     model = create(spec)
     try:
         state = load_file(str(weights_path))
@@ -38,6 +42,6 @@ def load(spec: ModelSpec, weights_path: Path, device: torch.device) -> torch.nn.
             f"model {spec.name!r}: {spec.weights.path} does not fit {spec.arch!r}: {e}"
         ) from None
     model.eval().to(device)
-    if device.type == "cuda":
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     return model

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,12 +80,12 @@ class DecodedImages(Dataset):
         return tuple(p(image) for p in self.preprocessors)
 
 
-def load_groups(manifest: Manifest, bundle: Path, device: torch.device) -> list[Group]:
+def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels_last: bool = True) -> list[Group]:
     """Build every model of the manifest on ``device``, grouped by identical preprocessing, in manifest order."""
     groups: dict[str, Group] = {}
     for index, spec in enumerate(manifest.models):
         key = json.dumps(asdict(spec.preprocess), sort_keys=True)
-        model = model_io.load(spec, resolve_file(bundle, spec.weights), device)
+        model = model_io.load(spec, resolve_file(bundle, spec.weights), device, channels_last)
         if key not in groups:
             groups[key] = Group(Preprocessor(spec.preprocess, spec.name), [])
         groups[key].members.append((index, model))
@@ -100,18 +100,11 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=dtype)
 
 
-def predict(
-    manifest: Manifest,
-    groups: Sequence[Group],
-    paths: Sequence[Path],
-    *,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    on_batch: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """[N, C] float64 probabilities for ``paths``, in order."""
-    loader = DataLoader(
+def loader(
+    paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int
+) -> DataLoader:
+    """Batches of decoded, resized images: one uint8 (or float, for albumentations) tensor per group."""
+    return DataLoader(
         DecodedImages(paths, [g.preprocessor for g in groups]),
         batch_size=batch_size,
         shuffle=False,
@@ -119,12 +112,25 @@ def predict(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
     )
+
+
+def predict(
+    manifest: Manifest,
+    groups: Sequence[Group],
+    batches: Iterable[Sequence[torch.Tensor]],
+    total: int,
+    *,
+    device: torch.device,
+    channels_last: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """[total, C] float64 probabilities for the images of ``batches`` (as ``loader`` yields them), in order."""
     n_views, n_classes = len(views_of(manifest.tta)), len(manifest.classes)
     weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
-    result = np.empty((len(paths), n_classes), dtype=np.float64)
+    result = np.empty((total, n_classes), dtype=np.float64)
     start = 0
     with torch.inference_mode():
-        for batch in loader:
+        for batch in batches:
             size = len(batch[0])
             logits: list[torch.Tensor] = [torch.empty(0)] * len(manifest.models)
             for group, pixels in zip(groups, batch):
@@ -132,7 +138,7 @@ def predict(
                 if group.preprocessor.normalizes_on_device:
                     x = normalize(x, group.preprocessor.pre)
                 x = stack_views(x, manifest.tta)
-                if device.type == "cuda":
+                if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for index, model in group.members:
                     with autocast(device):
@@ -149,4 +155,6 @@ def predict(
             start += size
             if on_batch is not None:
                 on_batch(size)
+    if start != total:
+        raise ValueError(f"{start} images were predicted, {total} expected")
     return result

@@ -80,15 +80,8 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         f"{len(test.ids)} image(s), batch {options.batch_size}, {workers} worker(s)"
     )
     progress = Progress(len(test.ids), enabled=not options.quiet)
-    probs = engine.predict(
-        manifest,
-        groups,
-        test.paths,
-        device=device,
-        batch_size=options.batch_size,
-        workers=workers,
-        on_batch=progress.update,
-    )
+    batches = engine.loader(test.paths, groups, device=device, batch_size=options.batch_size, workers=workers)
+    probs = engine.predict(manifest, groups, batches, len(test.paths), device=device, on_batch=progress.update)
     seconds = time.perf_counter() - progress.start
     table = build_table(test.ids, probs, manifest)
     write_csv(table, out, manifest.output.decimals)

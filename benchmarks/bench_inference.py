@@ -1,0 +1,260 @@
+"""Benchmark the runtime against the limit it can approach and against the loop most notebooks use.
+
+For each regime, on one machine in one run:
+  naive    for each fold, for each TTA view, a DataLoader over the folder that decodes and resizes every
+           image again (timm's eval transform), softmax, average;
+  runtime  ``submission.runner.run``: the code path of ``python -m submission``, on a bundle made by
+           ``builder pack``'s own bundle writer;
+  compute  the runtime's forward passes (same models, views, batch size, dtype) on images decoded and
+           resized beforehand, in memory; also without channels_last, to show what it gains.
+The runtime and compute-only take the best of ``--repeat`` runs; the naive loop runs once.
+Regimes: ``compute`` (5 folds of resnet18 at 224, hflip, from 256-pixel JPEGs), ``decode`` (5 folds of a
+tiny model at 128 from 1024-pixel JPEGs), and ``memory`` (peak RSS of ``python -m submission`` on 1,000 and
+10,000 images). Prints images/s, the ratios and peak RSS, and writes them as JSON.
+
+    python benchmarks/bench_inference.py                      # every regime
+    python benchmarks/bench_inference.py --regime decode --images 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from timm.data import create_transform
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from builder.bundle import PackRequest, make_bundle  # noqa: E402
+from submission import predict as engine  # noqa: E402
+from submission.images import decode_rgb, list_images  # noqa: E402
+from submission.manifest import TTA_PRESETS, Manifest, load_manifest  # noqa: E402
+from submission.runner import Options, run  # noqa: E402
+from submission.tta import view  # noqa: E402
+
+REGIMES = {
+    "compute": dict(arch="resnet18", img_size=224, source_size=256, images=64, tta="hflip"),
+    "decode": dict(arch="test_efficientnet", img_size=128, source_size=1024, images=240, tta="hflip"),
+}
+
+
+def make_folder(folder: Path, n: int, size: int, seed: int = 0) -> None:
+    """JPEGs that look like photos to a decoder: smooth colour fields with fine noise, quality 90."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((size, size), Image.BILINEAR)
+        pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-12, 13, (size, size, 3))
+        Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def make_bundle_for(root: Path, arch: str, img_size: int, folds: int, tta: str, num_classes: int = 10) -> Path:
+    """``folds`` randomly initialised models saved as bare state_dicts, packed by the builder's bundle writer."""
+    runs = root / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for k in range(folds):
+        torch.manual_seed(k)
+        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+        torch.save(model.state_dict(), runs / f"fold{k}.pth")
+    options = dict(arch=arch, img_size=str(img_size), tta=tta, format="probs")
+    return make_bundle(PackRequest(models=runs, options=options), root / "bundle").path
+
+
+class FolderImages(Dataset):
+    """The notebook dataset: open, convert, transform, every time it is asked."""
+
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.paths[i]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def naive(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, workers: int) -> tuple[float, np.ndarray]:
+    models = []
+    for spec in manifest.models:
+        model = timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **spec.kwargs)
+        model.load_state_dict(load_file(str(bundle / spec.weights.path)))
+        models.append((spec, model.eval()))
+    views = TTA_PRESETS[manifest.tta]
+    total = np.zeros((len(paths), len(manifest.classes)))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for spec, model in models:
+            p = spec.preprocess
+            transform = create_transform(input_size=p.input_size, is_training=False, interpolation=p.interpolation,
+                                         mean=p.mean, std=p.std, crop_pct=p.crop_pct, crop_mode=p.crop_mode)
+            for name in views:
+                loader = DataLoader(FolderImages(paths, transform), batch_size=batch_size, num_workers=workers)
+                row = 0
+                for x in loader:
+                    probs = model(view(x, name)).softmax(-1).double().numpy()
+                    total[row : row + len(x)] += probs / (len(views) * len(models))
+                    row += len(x)
+    return time.perf_counter() - start, total
+
+
+def compute_only(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, repeat: int,
+                 channels_last: bool = True) -> float:
+    """Best time of the runtime's forward passes over images decoded and resized beforehand."""
+    device = torch.device("cpu")
+    groups = engine.load_groups(manifest, bundle, device, channels_last)
+    dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups])
+    items = [dataset[i] for i in range(len(paths))]
+    batches = [
+        tuple(torch.stack(column) for column in zip(*items[i : i + batch_size]))
+        for i in range(0, len(items), batch_size)
+    ]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        engine.predict(manifest, groups, batches, len(paths), device=device, channels_last=channels_last)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def speed_regime(name: str, root: Path, images: int, folds: int, batch_size: int, workers: int, repeat: int) -> dict:
+    cfg = REGIMES[name]
+    folder = root / "test"
+    make_folder(folder, images, cfg["source_size"])
+    bundle = make_bundle_for(root, cfg["arch"], cfg["img_size"], folds, cfg["tta"])
+    manifest = load_manifest(bundle)
+    paths = list_images(folder)
+
+    options = Options(batch_size=batch_size, workers=workers, quiet=True)
+    runtime_s = min(run(folder, bundle, root / "runtime.csv", options).seconds for _ in range(repeat))
+    runtime_probs = np.loadtxt(root / "runtime.csv", delimiter=",", skiprows=1, usecols=range(1, 11))
+    compute_s = compute_only(manifest, bundle, paths, batch_size, repeat)
+    contiguous_s = compute_only(manifest, bundle, paths, batch_size, repeat, channels_last=False)
+    naive_s, naive_probs = naive(manifest, bundle, paths, batch_size, workers)
+    figures = {
+        "regime": name, "arch": cfg["arch"], "img_size": cfg["img_size"], "source_size": cfg["source_size"],
+        "folds": folds, "tta": cfg["tta"], "images": images, "batch_size": batch_size, "workers": workers,
+        "threads": torch.get_num_threads(), "repeat": repeat,
+        "runtime_images_per_s": images / runtime_s,
+        "compute_only_images_per_s": images / compute_s,
+        "compute_only_contiguous_images_per_s": images / contiguous_s,
+        "channels_last_gain": contiguous_s / compute_s,
+        "naive_images_per_s": images / naive_s,
+        "max_abs_diff_runtime_vs_naive": float(np.abs(runtime_probs - naive_probs).max()),
+    }
+    figures["runtime_over_compute_only"] = figures["runtime_images_per_s"] / figures["compute_only_images_per_s"]
+    figures["runtime_over_naive"] = figures["runtime_images_per_s"] / figures["naive_images_per_s"]
+    return figures
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (the loader workers)."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def peak_rss_of(command: list[str]) -> tuple[int, float]:
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    start = time.perf_counter()
+    sampler.start()
+    _, err = proc.communicate()
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{err}")
+    return peak, time.perf_counter() - start
+
+
+def memory_regime(root: Path, small: int, large: int, workers: int) -> dict:
+    folder_large, folder_small = root / "large", root / "small"
+    make_folder(folder_large, large, 64)
+    folder_small.mkdir()
+    for path in sorted(folder_large.iterdir())[:small]:
+        os.link(path, folder_small / path.name)
+    bundle = make_bundle_for(root, "test_resnet", 64, folds=2, tta="none")
+    peaks = {}
+    for label, folder in (("small", folder_small), ("large", folder_large)):
+        command = [sys.executable, "-m", "submission", str(folder), "--bundle", str(bundle),
+                   "--out", str(root / f"{label}.csv"), "--quiet", "--workers", str(workers)]
+        peaks[label] = peak_rss_of(command)
+    return {
+        "regime": "memory", "arch": "test_resnet", "img_size": 64, "folds": 2, "workers": workers,
+        "images_small": small, "images_large": large,
+        "peak_rss_mb_small": peaks["small"][0] / 2**20, "peak_rss_mb_large": peaks["large"][0] / 2**20,
+        "large_over_small": peaks["large"][0] / peaks["small"][0],
+        "seconds_small": peaks["small"][1], "seconds_large": peaks["large"][1],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--regime", choices=("compute", "decode", "memory", "all"), default="all")
+    parser.add_argument("--images", type=int, default=None, help="images per speed regime (default: per regime)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the runtime's)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the runtime and compute-only; the best counts")
+    parser.add_argument("--out", type=Path, default=Path("benchmark_results.json"))
+    args = parser.parse_args()
+    workers = engine.available_cpus() if args.workers is None else args.workers
+    results = []
+    regimes = ["compute", "decode", "memory"] if args.regime == "all" else [args.regime]
+    for name in regimes:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            if name == "memory":
+                figures = memory_regime(Path(tmp), 1000, 10000, workers)
+                print(f"memory: peak RSS {figures['peak_rss_mb_small']:.0f} MB at {figures['images_small']} images, "
+                      f"{figures['peak_rss_mb_large']:.0f} MB at {figures['images_large']}: "
+                      f"ratio {figures['large_over_small']:.3f}", flush=True)
+            else:
+                images = args.images or REGIMES[name]["images"]
+                figures = speed_regime(name, Path(tmp), images, args.folds, args.batch_size, workers, args.repeat)
+                print(f"{name}: {figures['folds']} x {figures['arch']} at {figures['img_size']}, TTA {figures['tta']}, "
+                      f"{images} JPEGs of {figures['source_size']} px, batch {args.batch_size}, {workers} workers, "
+                      f"{figures['threads']} threads\n"
+                      f"  naive {figures['naive_images_per_s']:.2f} img/s, runtime {figures['runtime_images_per_s']:.2f} img/s, "
+                      f"compute-only {figures['compute_only_images_per_s']:.2f} img/s\n"
+                      f"  runtime/compute-only {figures['runtime_over_compute_only']:.3f}, "
+                      f"channels_last gain {figures['channels_last_gain']:.2f}, "
+                      f"runtime/naive {figures['runtime_over_naive']:.2f}, "
+                      f"max |runtime - naive| {figures['max_abs_diff_runtime_vs_naive']:.2e}", flush=True)
+            results.append(figures)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
