@@ -22,6 +22,7 @@ from builder.errors import ConfigError
 from builder.folds import Fold, prepare_fold
 from builder.sample import Sample, infer_format, infer_label_as, read_sample
 from builder.settings import Sourced, as_floats, config_layer, lookup, option_layer, read_classes, read_thresholds
+from builder.thresholds import tune_file
 from submission.errors import BundleError
 from submission.manifest import (
     SCHEMA_VERSION,
@@ -43,6 +44,7 @@ class PackRequest:
     options: dict[str, Any] = field(default_factory=dict)  # settings given on the command line (None: not given)
     config: Path | None = None  # YAML/JSON file of settings
     sample_submission: Path | None = None
+    oof: tuple[Path, Path] | None = None  # (out-of-fold probabilities, labels): tune multilabel thresholds on them
     pick: str | None = None  # file name pattern choosing the checkpoint in each fold's sub-folder
     use_ema: bool = True  # prefer state_dict_ema when a checkpoint has one
     allow_unsafe_pickle: bool = False
@@ -70,7 +72,9 @@ def _resolve(name: str, layers: tuple, default: Any, why: str) -> Sourced:
     return lookup(name, *layers) or Sourced(default, why)
 
 
-def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> dict[str, Sourced]:
+def _task_settings(
+    layers: tuple, folds: list[Fold], sample: Sample | None, oof: tuple[Path, Path] | None = None
+) -> dict[str, Sourced]:
     """The ensemble-wide settings: task, classes, output format and decisions."""
     s: dict[str, Sourced] = {}
     s["task"] = _resolve("task", layers, "multiclass", "default")
@@ -117,12 +121,18 @@ def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> d
     s["merge"] = _resolve("merge", layers, "mean", "default")
     if task == "multilabel":
         t = lookup("thresholds", *layers)
+        if t is not None and oof is not None:
+            raise ConfigError(f"thresholds come from {t.source} and from --oof; keep one")
+        if oof is not None:
+            tuned = tune_file(*oof)
+            source = f"tuned on {oof[0].name}: {tuned.metric} {tuned.before:.4f} at 0.5 -> {tuned.after:.4f}"
+            t = Sourced(dict(zip(tuned.classes, tuned.thresholds)), source)
         s["thresholds"] = (
             Sourced(read_thresholds(t.value, t.source, classes.value), t.source) if t else Sourced((0.5,) * n, "default")
         )
     else:
-        if lookup("thresholds", *layers):
-            raise ConfigError("thresholds apply to multilabel tasks; pass --task multilabel or drop --thresholds")
+        if lookup("thresholds", *layers) or oof is not None:
+            raise ConfigError("thresholds apply to multilabel tasks; pass --task multilabel or drop --thresholds/--oof")
         s["thresholds"] = Sourced((), "not used (multiclass)")
     s["at_least_one"] = _resolve("at_least_one", layers, False, "default")
     s["top_k"] = _resolve("top_k", layers, 1, "default")
@@ -184,7 +194,7 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
         if on_fold is not None:
             on_fold(folds[-1])
     _check_folds_agree(folds)
-    settings = _task_settings(layers, folds, sample)
+    settings = _task_settings(layers, folds, sample, request.oof)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -109,6 +109,8 @@ def pack(
     tta: Optional[str] = typer.Option(None, help="TTA preset: none (default), hflip, vflip, flips, d4."),
     merge: Optional[str] = typer.Option(None, help="Merge of folds and views: mean (default), gmean, logits."),
     thresholds: Optional[Path] = typer.Option(None, help="Per-class thresholds (multilabel): JSON list or {class: t}, or CSV class,threshold."),
+    oof: Optional[Path] = typer.Option(None, "--oof", help="Out-of-fold probabilities (id + class columns): tune the thresholds on them (macro F1; see `builder thresholds`)."),
+    oof_labels: Optional[Path] = typer.Option(None, "--oof-labels", help="True labels of --oof."),
     at_least_one: Optional[bool] = typer.Option(None, "--at-least-one/--no-at-least-one", help="Multilabel: give a row with no class above its threshold its most probable class."),
     top_k: Optional[int] = typer.Option(None, help="Multiclass 'labels' format: class names per row."),
     decimals: Optional[int] = typer.Option(None, help="Digits after the decimal point in probability cells (default 6)."),
@@ -131,8 +133,11 @@ def pack(
         thresholds=str(thresholds) if thresholds else None, at_least_one=at_least_one, top_k=top_k,
         decimals=decimals, fold_weights=fold_weights,
     )
+    if (oof is None) != (oof_labels is None):
+        _fail(BuilderError("--oof and --oof-labels go together"))
     request = PackRequest(
         models=models, options=options, config=config, sample_submission=sample_submission, pick=pick,
+        oof=(oof, oof_labels) if oof is not None else None,
         use_ema=not no_ema, allow_unsafe_pickle=allow_unsafe_pickle,
     )
     try:
@@ -173,3 +178,100 @@ def base(
     except BuilderError as e:
         _fail(e)
     typer.echo(f"made {tag}: {image_id}")
+
+
+def _print_report(report) -> None:
+    table = Table(title="checks", title_justify="left")
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for c in report.checks:
+        result = "pass" if c.passed else ("warn" if c.level == "warning" else "FAIL")
+        table.add_row(Text(c.name), Text(result, style="green" if c.passed else ("yellow" if c.level == "warning" else "bold red")),
+                      Text(c.detail))
+    console.print(table)
+    if report.run is not None:
+        r = report.run
+        memory = f", peak memory {_size(r.peak_memory_bytes)}" if r.peak_memory_bytes else ""
+        console.print(f"run: {'timed out' if r.timed_out else f'exit code {r.exit_code}'} after {r.seconds:.1f}s{memory}",
+                      markup=False, highlight=False)
+    if report.projection is not None:
+        p = report.projection
+        limit = f" ({p['fraction_of_limit']:.0%} of the limit)" if "fraction_of_limit" in p else ""
+        console.print(f"projected for {p['expected_rows']} rows: {p['projected_seconds']:.0f}s{limit}", markup=False,
+                      highlight=False)
+    if report.score is not None:
+        s = report.score
+        per_class = Table(title="per class", title_justify="left")
+        for column in ("class", "precision", "recall", "f1", "support"):
+            per_class.add_column(column)
+        for row in s.per_class:
+            per_class.add_row(Text(str(row["class"])), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                              f"{row['f1']:.3f}", str(row["support"]))
+        console.print(per_class)
+        others = ", ".join(f"{k} {v:.4f}" for k, v in s.scores.items() if k != s.metric)
+        console.print(f"other metrics: {others}", markup=False, highlight=False)
+        typer.echo(f"score: {s.metric} = {s.value:.4f}")
+
+
+@app.command()
+def validate(
+    image: Optional[str] = typer.Argument(None, help="Submission image to run (omit with --csv)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Test folder, mounted read-only at /data."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Check this CSV alone, without running an image."),
+    sample_submission: Optional[Path] = typer.Option(None, "--sample-submission", help="The platform's sample (default: the one bundled in the image)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="True labels (id + class columns, or id + label column): score the CSV."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Headline metric: accuracy, f1_macro, f1_micro, f1_weighted, f1_samples, f2_samples, log_loss, roc_auc_macro, ..."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Wall-clock limit (9h, 20m, 90s): the run is stopped there and fails."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="Memory limit of the container, e.g. 16g."),
+    cpus: Optional[float] = typer.Option(None, "--cpus", help="CPU limit of the container."),
+    gpus: bool = typer.Option(False, "--gpus", help="Give the container every GPU (NVIDIA container toolkit)."),
+    expected_rows: Optional[int] = typer.Option(None, "--expected-rows", help="Rows of the hidden test set (default: the sample's)."),
+    task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass (default) or multilabel."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: class names a,b,c."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
+    verbose: bool = typer.Option(True, "--log/--no-log", help="Stream the container's log."),
+) -> None:
+    """Run an image the way a leaderboard does and check its CSV (or check a CSV alone); exit 0 only if all pass."""
+    from builder.settings import read_classes
+    from builder.validate import parse_duration, validate as run_validation, write_report
+
+    try:
+        result = run_validation(
+            image=image, csv=csv, data=data, sample_path=sample_submission, labels=labels, metric=metric,
+            time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
+            expected_rows=expected_rows, out_dir=out, task=task,
+            classes=read_classes(classes, "--classes") if classes else None,
+            log=(lambda line: console.print(f"  | {line}", markup=False, highlight=False)) if verbose else (lambda line: None),
+        )
+    except (BuilderError, SubmissionError) as e:
+        _fail(e)
+    _print_report(result)
+    if report is not None:
+        write_report(result, report)
+        console.print(f"report: {report}", markup=False, highlight=False)
+    if not result.passed:
+        failed = [c.name for c in result.checks if not c.passed and c.level == "error"]
+        console.print(f"[bold red]FAILED:[/] {', '.join(failed)}")
+        raise typer.Exit(1)
+    typer.echo("passed")
+
+
+@app.command()
+def thresholds(
+    oof: Path = typer.Option(..., "--oof", help="Out-of-fold probabilities: id + one column per class."),
+    labels: Path = typer.Option(..., "--labels", help="True labels: id + 0/1 class columns, or id + space-separated names."),
+    metric: str = typer.Option("f1", "--metric", help="F-beta to maximise: f1, f2, f0.5, ..."),
+    average: str = typer.Option("macro", "--average", help="macro, micro or samples."),
+    out: Path = typer.Option(Path("thresholds.json"), "--out", help="JSON to write (builder pack --thresholds reads it)."),
+) -> None:
+    """Choose per-class thresholds for a multilabel task on out-of-fold predictions."""
+    from builder.thresholds import tune_file, write_thresholds
+
+    try:
+        tuned = tune_file(oof, labels, metric, average)
+        write_thresholds(tuned, out)
+    except (BuilderError, SubmissionError) as e:
+        _fail(e)
+    console.print(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)), markup=False, highlight=False)
+    typer.echo(f"{tuned.metric}: {tuned.before:.4f} at 0.5 -> {tuned.after:.4f} tuned; wrote {out}")

@@ -243,3 +243,22 @@ def test_cli_bundle_only(runs, tmp_path):
     assert load_manifest(tmp_path / "b").tta == "hflip"
     failed = CliRunner().invoke(app, ["pack", "--models", str(tmp_path / "none"), "--bundle-only", str(tmp_path / "c")])
     assert failed.exit_code == 2 and "does not exist" in failed.output
+
+
+def test_pack_tunes_thresholds_on_out_of_fold_predictions(runs, tmp_path):
+    root, _ = runs
+    rng = np.random.default_rng(0)
+    truth = rng.random((300, 3)) < 0.4
+    probs = np.clip(np.where(truth, rng.uniform(0.15, 1, truth.shape), rng.uniform(0, 0.12, truth.shape)), 0, 1)
+    ids = [f"i{k}" for k in range(300)]
+    pd.DataFrame(probs, columns=["a", "b", "c"]).assign(id=ids)[["id", "a", "b", "c"]].to_csv(tmp_path / "oof.csv", index=False)
+    pd.DataFrame(truth.astype(int), columns=["a", "b", "c"]).assign(id=ids)[["id", "a", "b", "c"]].to_csv(
+        tmp_path / "labels.csv", index=False)
+    request = PackRequest(models=root, options={"task": "multilabel", "classes": "a,b,c"},
+                          oof=(tmp_path / "oof.csv", tmp_path / "labels.csv"))
+    bundle = make_bundle(request, tmp_path / "b")
+    thresholds = load_manifest(bundle.path).decision.thresholds
+    assert all(0.12 <= t <= 0.15 for t in thresholds), thresholds  # the gap between negatives and positives
+    assert bundle.settings["thresholds"].source.startswith("tuned on oof.csv: f1_macro")
+    with pytest.raises(ConfigError, match="thresholds apply to multilabel tasks"):
+        make_bundle(PackRequest(models=root, oof=(tmp_path / "oof.csv", tmp_path / "labels.csv")), tmp_path / "c")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -15,26 +14,12 @@ import torch
 from typer.testing import CliRunner
 
 from builder.cli import app
-from builder.image import connect
 from tests.bundles import make_images
+from tests.conftest import BASE
 from tests.runs import mixed_runs
 
 pytestmark = pytest.mark.slow
-BASE = os.environ.get("SUBMISSION_TEST_BASE", "submission-base:bookworm")
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
-
-
-@pytest.fixture(scope="module")
-def client():
-    try:
-        client = connect()
-        client.images.get(BASE)
-    except Exception as e:
-        message = f"needs a running Docker engine with the base image {BASE} (scripts/setup.sh makes both): {e}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
 
 
 @pytest.fixture(scope="module")
