@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole job on a tiny competition: train three folds, pack them into an image, run the image as a
-# platform does, check it against the host run, and score it. Needs scripts/setup.sh to have run.
+# platform does, check it against the host run, then validate and score it. Needs scripts/setup.sh first.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="${1:-$(mktemp -d /tmp/tiny-competition.XXXXXX)}"
@@ -25,15 +25,8 @@ python3 -m submission "$work/test" --bundle "$work/bundle" --out "$work/host.csv
 cmp "$work/out/submission.csv" "$work/host.csv"
 echo "identical: $work/out/submission.csv"
 
-echo "== 5. score against the hidden labels"
-python3 - "$work" <<'PY'
-import sys
-import pandas as pd
-work = sys.argv[1]
-pred = pd.read_csv(f"{work}/out/submission.csv", dtype=str)
-truth = pd.read_csv(f"{work}/test_labels.csv", dtype=str)
-merged = truth.merge(pred, on="id", suffixes=("_true", "_pred"), validate="one_to_one")
-accuracy = (merged["label_true"] == merged["label_pred"]).mean()
-print(f"accuracy {accuracy:.3f} on {len(merged)} images (chance 0.333)")
-sys.exit(0 if accuracy > 0.5 else 1)
-PY
+echo "== 5. builder validate: run as a grader does, check the CSV, score it against the hidden labels"
+builder validate tiny-submission --data "$work/test" --labels "$work/test_labels.csv" \
+    --time-limit 10m --memory 4g --cpus 2 --report "$work/report.json" --no-log
+python3 -c "import json, sys; s = json.load(open(sys.argv[1]))['score']; sys.exit(0 if s['value'] > 0.5 else 1)" \
+    "$work/report.json"
