@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -30,28 +31,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="predict the images found (natural order) instead of the bundled sample's ids: for smoke runs and debugging",
     )
+    parser.add_argument(
+        "--strict", action="store_true",
+        help="fail on an image that cannot be decoded (default: predict it from a blank image and report it)",
+    )
+    parser.add_argument("--recursive", action="store_true", help="take images from sub-folders of TEST_DIR too")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
 
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (docker stop, a platform's time limit) stops the run like Ctrl-C: cleanly, writing nothing half."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     options = Options(
         batch_size=args.batch_size,
         workers=args.workers,
         device=args.device,
         quiet=args.quiet,
         ignore_sample=args.ignore_sample,
+        strict=args.strict,
+        recursive=args.recursive,
     )
     try:
         result = run(args.test_dir, args.bundle, args.out, options)
     except SubmissionError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: no submission written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        name = e.args[0] if e.args else "SIGINT"
+        print(f"stopped by {name}: no new submission written (an existing one is left as it was)", file=sys.stderr)
+        return 128 + signal.Signals[name].value
     print(f"wrote {result.path} ({result.rows} rows, {result.columns} columns) in {result.seconds:.1f}s")
+    if result.problems:
+        print(f"{len(result.problems)} image(s) predicted from a blank image: see {result.problems_path}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -73,6 +74,15 @@ def write_csv(table: pd.DataFrame, path: Path, decimals: int) -> None:
             table.to_csv(tmp, index=False, float_format=f"%.{decimals}f", lineterminator="\n", encoding="utf-8")
     except OSError as e:
         raise OutputError(f"cannot write the submission to {path}: {e}") from None
+
+
+def write_json(data: object, path: Path) -> None:
+    """Write ``data`` as JSON, atomically."""
+    try:
+        with atomic_path(Path(path)) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e}") from None
 
 
 def check_writable(path: Path) -> None:

@@ -28,13 +28,21 @@ def has_image_suffix(name: str) -> bool:
     return Path(name).suffix.lower() in IMAGE_SUFFIXES
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder`` (any case of a known suffix), hidden files left out, in natural order."""
+def list_images(folder: Path, recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (any case of a known suffix; sub-folders too when ``recursive``), in natural
+    order. Hidden and system files (``.DS_Store``, ``._x.jpg``, ``Thumbs.db``) are left out; symlinks are
+    kept, broken ones too, so that an unreadable file is reported rather than silently missing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"test folder {folder} does not exist or is not a folder")
-    files = [p for p in folder.iterdir() if has_image_suffix(p.name) and not p.name.startswith(".") and p.is_file()]
-    return sorted(files, key=lambda p: natural_key(p.name))
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    files = [
+        p for p in candidates
+        if has_image_suffix(p.name)
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and (p.is_file() or (p.is_symlink() and not p.is_dir()))
+    ]
+    return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
 
 
 def _listing(items: Sequence[str]) -> str:
@@ -67,8 +75,7 @@ def match_ids(files: Sequence[Path], sample_ids: Sequence[str] | None) -> TestSe
         key = f.name if with_suffix else f.stem
         if key in by_id:
             raise InputError(
-                f"files {by_id[key].name!r} and {f.name!r} in {f.parent} both give the id {key!r}; "
-                "remove or rename one of them"
+                f"files {str(by_id[key])!r} and {str(f)!r} both give the id {key!r}; remove or rename one of them"
             )
         by_id[key] = f
     if sample_ids is None:

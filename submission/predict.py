@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from submission import models as model_io
 from submission.ensemble import merge
-from submission.errors import BundleError, DeviceError
+from submission.errors import BundleError, DeviceError, InputError
 from submission.images import decode_rgb
 from submission.manifest import Manifest, resolve_file
 from submission.preprocess import Preprocessor, normalize
@@ -66,18 +67,29 @@ class Group:
 
 
 class DecodedImages(Dataset):
-    """Item i: the i-th image decoded once, then one tensor per group."""
+    """Item i: (one tensor per group made from the i-th image, decoded once; "" or why it could not be decoded).
 
-    def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor]):
+    An image that cannot be decoded is replaced by a blank (black) image of each model's input size, so that
+    its row is still written, unless ``strict``, where it is an error.
+    """
+
+    def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor], strict: bool = False):
         self.paths = list(paths)
         self.preprocessors = list(preprocessors)
+        self.strict = strict
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        image = decode_rgb(self.paths[i])
-        return tuple(p(image) for p in self.preprocessors)
+    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str]:
+        try:
+            image = decode_rgb(self.paths[i])
+        except InputError as e:
+            if self.strict:
+                raise InputError(f"{e} (--strict: no blank-image fallback)") from None
+            blanks = tuple(p(Image.new("RGB", (p.pre.size[1], p.pre.size[0]))) for p in self.preprocessors)
+            return blanks, str(e)
+        return tuple(p(image) for p in self.preprocessors), ""
 
 
 def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels_last: bool = True) -> list[Group]:
@@ -101,11 +113,12 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def loader(
-    paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int
+    paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int,
+    strict: bool = False,
 ) -> DataLoader:
-    """Batches of decoded, resized images: one uint8 (or float, for albumentations) tensor per group."""
+    """Batches of (one uint8 tensor per group (float for albumentations), the decoding problem of each image)."""
     return DataLoader(
-        DecodedImages(paths, [g.preprocessor for g in groups]),
+        DecodedImages(paths, [g.preprocessor for g in groups], strict),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -114,24 +127,45 @@ def loader(
     )
 
 
+def _forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device, log: Callable[[str], None]) -> torch.Tensor:
+    """The model on ``x``; on CUDA out-of-memory the batch is split in halves and retried."""
+    try:
+        with autocast(device):
+            return model(x)
+    except torch.cuda.OutOfMemoryError:
+        if len(x) == 1:
+            raise DeviceError(
+                "CUDA out of memory on a single image: use a GPU with more memory, or --device cpu"
+            ) from None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        half = len(x) // 2
+        log(f"CUDA out of memory on a forward pass of {len(x)} images: split into {half} + {len(x) - half}, retried")
+        return torch.cat([_forward(model, x[:half], device, log), _forward(model, x[half:], device, log)])
+
+
 def predict(
     manifest: Manifest,
     groups: Sequence[Group],
-    batches: Iterable[Sequence[torch.Tensor]],
+    batches: Iterable[tuple[Sequence[torch.Tensor], Sequence[str]]],
     total: int,
     *,
     device: torch.device,
     channels_last: bool = True,
     on_batch: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """[total, C] float64 probabilities for the images of ``batches`` (as ``loader`` yields them), in order."""
+    log: Callable[[str], None] = lambda message: None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """[total, C] float64 probabilities for the images of ``batches`` (as ``loader`` yields them), in order,
+    and {image index: why it could not be decoded} for those predicted from a blank image."""
     n_views, n_classes = len(views_of(manifest.tta)), len(manifest.classes)
     weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
     result = np.empty((total, n_classes), dtype=np.float64)
+    problems: dict[int, str] = {}
     start = 0
     with torch.inference_mode():
-        for batch in batches:
+        for batch, batch_problems in batches:
             size = len(batch[0])
+            problems.update({start + i: p for i, p in enumerate(batch_problems) if p})
             logits: list[torch.Tensor] = [torch.empty(0)] * len(manifest.models)
             for group, pixels in zip(groups, batch):
                 x = pixels.to(device, non_blocking=True)
@@ -141,8 +175,7 @@ def predict(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for index, model in group.members:
-                    with autocast(device):
-                        y = model(x)
+                    y = _forward(model, x, device, log)
                     if not isinstance(y, torch.Tensor) or tuple(y.shape) != (n_views * size, n_classes):
                         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
                         raise BundleError(
@@ -157,4 +190,4 @@ def predict(
                 on_batch(size)
     if start != total:
         raise ValueError(f"{start} images were predicted, {total} expected")
-    return result
+    return result, problems

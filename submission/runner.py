@@ -14,7 +14,7 @@ import pandas as pd
 
 from submission import predict as engine
 from submission.errors import BundleError, InputError
-from submission.formats import build_table, check_writable, write_csv
+from submission.formats import build_table, check_writable, write_csv, write_json
 from submission.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
 from submission.manifest import IMAGE_BUNDLE_DIR, Manifest, load_manifest, resolve_file, verify_files
 from submission.progress import Progress
@@ -30,6 +30,8 @@ class Options:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     quiet: bool = False  # no progress or info lines on stderr (warnings are still shown)
     ignore_sample: bool = False  # predict the images found, in natural order, ignoring the bundled sample
+    strict: bool = False  # an image that cannot be decoded is an error, not a row predicted from a blank image
+    recursive: bool = False  # take images from sub-folders of the test folder too
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,13 @@ class Result:
     device: str
     seconds: float  # prediction time (decode, models, merge), without model loading
     images_per_second: float
+    problems: tuple[dict[str, str], ...]  # {"id", "file", "reason"} of each image predicted from a blank image
+    problems_path: Path  # the JSON beside the CSV that lists them (written on every run)
+
+
+def problems_path_for(out: Path) -> Path:
+    """``/output/submission.csv`` -> ``/output/submission.problems.json``."""
+    return Path(out).with_name(Path(out).stem + ".problems.json")
 
 
 def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:
@@ -60,18 +69,23 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         if not options.quiet:
             print(message, file=sys.stderr, flush=True)
 
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
     manifest = load_manifest(bundle)
     verify_files(bundle, manifest)
     check_writable(out)
     sample_ids = None if options.ignore_sample else read_sample_ids(bundle, manifest)
-    test = match_ids(list_images(test_dir), sample_ids)
+    test = match_ids(list_images(test_dir, options.recursive), sample_ids)
     report_skipped(test.skipped)
     if not test.ids:
         raise InputError(f"no images found in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
 
     device = engine.select_device(options.device)
+    if options.device == "auto" and device.type == "cpu":
+        info("no GPU is visible: running on the CPU")
     workers = engine.available_cpus() if options.workers is None else options.workers
     groups = engine.load_groups(manifest, bundle, device)
     info(
@@ -80,11 +94,21 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         f"{len(test.ids)} image(s), batch {options.batch_size}, {workers} worker(s)"
     )
     progress = Progress(len(test.ids), enabled=not options.quiet)
-    batches = engine.loader(test.paths, groups, device=device, batch_size=options.batch_size, workers=workers)
-    probs = engine.predict(manifest, groups, batches, len(test.paths), device=device, on_batch=progress.update)
+    batches = engine.loader(test.paths, groups, device=device, batch_size=options.batch_size, workers=workers,
+                            strict=options.strict)
+    probs, failed = engine.predict(manifest, groups, batches, len(test.paths), device=device,
+                                   on_batch=progress.update, log=warn)
     seconds = time.perf_counter() - progress.start
     table = build_table(test.ids, probs, manifest)
+    problems = tuple({"id": test.ids[i], "file": str(test.paths[i]), "reason": failed[i]} for i in sorted(failed))
+    summary = problems_path_for(out)
+    write_json({"undecodable": list(problems), "skipped_files": [str(p) for p in test.skipped]}, summary)
     write_csv(table, out, manifest.output.decimals)
+    if problems:
+        listed = "; ".join(f"{p['id']} ({p['reason']})" for p in problems[:10])
+        more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        warn(f"{len(problems)} image(s) could not be decoded and were predicted from a blank image: {listed}{more}. "
+             f"All are listed in {summary}")
     return Result(
         path=Path(out),
         rows=len(table),
@@ -92,4 +116,6 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         device=str(device),
         seconds=seconds,
         images_per_second=len(table) / seconds if seconds > 0 else 0.0,
+        problems=problems,
+        problems_path=summary,
     )

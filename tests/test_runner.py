@@ -168,16 +168,6 @@ def test_same_inputs_give_a_byte_identical_csv(tmp_path, folds, test_dir):
     assert outputs[0] == outputs[1] == outputs[2]
 
 
-def test_batch_size_does_not_change_probabilities(tmp_path, folds, test_dir):
-    bundle = bundle_with(tmp_path, folds, tta="hflip")
-    probs = []
-    for batch in (1, 3, 64):
-        run(test_dir, bundle, tmp_path / f"b{batch}.csv", Options(batch_size=batch, workers=0, quiet=True))
-        probs.append(read_probs(tmp_path / f"b{batch}.csv")[1])
-    np.testing.assert_allclose(probs[0], probs[1], atol=2e-6)
-    np.testing.assert_allclose(probs[0], probs[2], atol=2e-6)
-
-
 def test_rows_follow_the_bundled_sample(tmp_path, folds, test_dir):
     bundle = bundle_with(tmp_path, folds, fmt="label")
     ids = ["img10", "img3", "img0", "img7"]
