@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,8 +29,7 @@ DEFAULT_TAG = "submission"
 
 
 def _default_base() -> str:
-    import sys
-
+    """The official slim Python image of the host's Python minor version."""
     return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"
 
 

@@ -8,10 +8,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.bundle import Bundle, PackRequest, make_bundle
 from builder.folds import Fold
 from builder.lock import RUNTIME_PACKAGES
+
+if TYPE_CHECKING:
+    from builder.image import EnvImage, SmokeRun, SubmissionImage
 
 Phase = Callable[[str], AbstractContextManager]
 
@@ -23,9 +27,9 @@ def _no_phase(name: str) -> AbstractContextManager:
 @dataclass(frozen=True)
 class PackResult:
     bundle: Bundle
-    env: object | None = None  # builder.image.EnvImage, when an image was built
-    image: object | None = None  # builder.image.SubmissionImage
-    smoke: object | None = None  # builder.image.SmokeRun
+    env: EnvImage | None = None  # None with bundle_only
+    image: SubmissionImage | None = None
+    smoke: SmokeRun | None = None
 
 
 def pack(

@@ -74,6 +74,8 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
 
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
+    if options.workers is not None and options.workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {options.workers}")
     manifest = load_manifest(bundle)
     verify_files(bundle, manifest)
     check_writable(out)
