@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from builder.bundle import PackRequest, make_bundle  # noqa: E402
 from submission import predict as engine  # noqa: E402
-from submission.images import decode_rgb, list_images  # noqa: E402
+from submission.images import list_images  # noqa: E402
 from submission.manifest import TTA_PRESETS, Manifest, load_manifest  # noqa: E402
 from submission.runner import Options, run  # noqa: E402
 from submission.tta import view  # noqa: E402

@@ -21,7 +21,15 @@ from builder.checkpoints import find_folds, read_checkpoint
 from builder.errors import ConfigError
 from builder.folds import Fold, prepare_fold
 from builder.sample import Sample, infer_format, infer_label_as, read_sample
-from builder.settings import Sourced, as_floats, config_layer, lookup, option_layer, read_classes, read_thresholds
+from builder.settings import (
+    Sourced,
+    as_floats,
+    config_layer,
+    lookup,
+    option_layer,
+    read_classes,
+    read_thresholds,
+)
 from builder.thresholds import tune_file
 from submission.errors import BundleError
 from submission.manifest import (

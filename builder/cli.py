@@ -13,9 +13,9 @@ from rich.text import Text
 
 from builder import __version__
 from builder.bundle import Bundle, PackRequest
-from builder.pack import pack as pack_folds
 from builder.errors import BuilderError
 from builder.folds import Fold
+from builder.pack import pack as pack_folds
 from submission.errors import SubmissionError
 
 app = typer.Typer(
@@ -233,7 +233,8 @@ def validate(
 ) -> None:
     """Run an image the way a leaderboard does and check its CSV (or check a CSV alone); exit 0 only if all pass."""
     from builder.settings import read_classes
-    from builder.validate import parse_duration, validate as run_validation, write_report
+    from builder.validate import parse_duration, write_report
+    from builder.validate import validate as run_validation
 
     try:
         result = run_validation(

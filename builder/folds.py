@@ -13,7 +13,14 @@ from timm.data import resolve_data_config
 
 from builder.checkpoints import Checkpoint, fit_state_dict
 from builder.errors import CheckpointError, ConfigError
-from builder.settings import Layer, Sourced, as_floats, carried_layer, lookup, read_mapping
+from builder.settings import (
+    Layer,
+    Sourced,
+    as_floats,
+    carried_layer,
+    lookup,
+    read_mapping,
+)
 from submission.errors import BundleError
 from submission.manifest import Preprocess
 

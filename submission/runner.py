@@ -16,7 +16,13 @@ from submission import predict as engine
 from submission.errors import BundleError, InputError
 from submission.formats import build_table, check_writable, write_csv, write_json
 from submission.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
-from submission.manifest import IMAGE_BUNDLE_DIR, Manifest, load_manifest, resolve_file, verify_files
+from submission.manifest import (
+    IMAGE_BUNDLE_DIR,
+    Manifest,
+    load_manifest,
+    resolve_file,
+    verify_files,
+)
 from submission.progress import Progress
 
 DEFAULT_BUNDLE = Path(IMAGE_BUNDLE_DIR)

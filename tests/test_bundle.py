@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 from timm.data import resolve_data_config
+from typer.testing import CliRunner
 
 from builder.bundle import PackRequest, make_bundle
 from builder.cli import app
@@ -18,9 +19,7 @@ from builder.errors import CheckpointError, ConfigError
 from submission.manifest import load_manifest, verify_files
 from submission.runner import Options, run
 from tests.bundles import make_images
-from tests.runs import mixed_runs, save_bare, save_lightning, save_safetensors, save_timm, timm_args, tiny_model
-
-from typer.testing import CliRunner
+from tests.runs import mixed_runs, save_bare, save_safetensors, tiny_model
 
 
 def pack(runs, out, sample=None, config=None, **options):

@@ -9,7 +9,14 @@ import torch
 
 from builder.checkpoints import find_folds, fit_state_dict, read_checkpoint
 from builder.errors import CheckpointError
-from tests.runs import save_bare, save_lightning, save_safetensors, save_timm, timm_args, tiny_model
+from tests.runs import (
+    save_bare,
+    save_lightning,
+    save_safetensors,
+    save_timm,
+    timm_args,
+    tiny_model,
+)
 
 
 def names(folds):

@@ -10,7 +10,14 @@ import pytest
 
 from submission.errors import OutputError
 from submission.formats import build_table, check_writable, write_csv
-from submission.manifest import SCHEMA_VERSION, Decision, FileRef, Manifest, ModelSpec, Output
+from submission.manifest import (
+    SCHEMA_VERSION,
+    Decision,
+    FileRef,
+    Manifest,
+    ModelSpec,
+    Output,
+)
 from tests.bundles import preprocess
 
 CLASSES = ("cat", "dog", "fox")

@@ -17,7 +17,14 @@ from submission.manifest import (
     load_manifest,
     verify_files,
 )
-from tests.bundles import manifest, output, preprocess, save_model, with_sample, write_bundle
+from tests.bundles import (
+    manifest,
+    output,
+    preprocess,
+    save_model,
+    with_sample,
+    write_bundle,
+)
 
 SHA = "0" * 64
 

@@ -57,7 +57,7 @@ def naive_probabilities(bundle: Path, paths: list[Path]) -> np.ndarray:
             )
         else:
             album = A.from_dict(pre.albumentations)
-            transform = lambda image: album(image=np.asarray(image))["image"]  # noqa: E731
+            transform = lambda image, album=album: album(image=np.asarray(image))["image"]  # noqa: E731
         outputs = []
         for path in paths:
             with Image.open(path) as image:
