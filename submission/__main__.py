@@ -41,13 +41,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _stop(signum: int, frame: object) -> None:
-    """SIGTERM (docker stop, a platform's time limit) stops the run like Ctrl-C: cleanly, writing nothing half."""
+    """SIGTERM (docker stop, a platform's time limit) and SIGINT stop the run cleanly, writing nothing half.
+
+    Both are set here: as PID 1 in a container SIGTERM would otherwise be ignored, and a process started in
+    the background by a shell inherits SIGINT ignored.
+    """
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _stop)
     options = Options(
         batch_size=args.batch_size,
         workers=args.workers,

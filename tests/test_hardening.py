@@ -180,7 +180,7 @@ def test_signal_stops_cleanly_and_writes_nothing_half(tmp_path, bundle, sig, cod
     folder = tmp_path / "many"
     folder.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(400):
+    for i in range(1500):  # many seconds of work, so the signal lands while it predicts
         Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     out = tmp_path / "out"
     out.mkdir()
@@ -189,6 +189,7 @@ def test_signal_stops_cleanly_and_writes_nothing_half(tmp_path, bundle, sig, cod
         [sys.executable, "-m", "submission", str(folder), "--bundle", str(bundle), "--out", str(out / "submission.csv"),
          "--batch-size", "1", "--workers", "1"],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell's background job starts it
     )
     line = ""
     while "model(s) in" not in line:  # wait until it predicts
