@@ -102,3 +102,22 @@ def test_random_bytes_give_checks_never_exceptions(tmp_path_factory, data):
     for exp in (PROBS, ONEHOT, LABEL, INDEX, LABELS):
         checks = checks_of(tmp_path, data, exp)
         assert all(c.name for c in checks)
+
+
+def test_cli_checks_and_scores_a_csv_alone(tmp_path):
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    (tmp_path / "sample.csv").write_text("id,cat,dog\na,0.5,0.5\nb,0.5,0.5\nc,0.5,0.5\n")
+    (tmp_path / "labels.csv").write_text("id,label\na,dog\nb,cat\nc,cat\n")
+    (tmp_path / "good.csv").write_text("id,cat,dog\na,0.2,0.8\nb,0.9,0.1\nc,0.4,0.6\n")
+    (tmp_path / "bad.csv").write_text("id,dog,cat\na,0.8,0.2\nb,0.1,0.9\nc,0.6,0.4\n")
+    common = ["validate", "--sample-submission", str(tmp_path / "sample.csv"), "--labels", str(tmp_path / "labels.csv")]
+    good = CliRunner().invoke(app, [*common, "--csv", str(tmp_path / "good.csv"), "--metric", "accuracy",
+                                    "--report", str(tmp_path / "r.json")])
+    assert good.exit_code == 0, good.output
+    assert "score: accuracy = 0.6667" in good.output and "passed" in good.output
+    assert '"passed": true' in (tmp_path / "r.json").read_text()
+    bad = CliRunner().invoke(app, [*common, "--csv", str(tmp_path / "bad.csv")])
+    assert bad.exit_code == 1 and "FAILED: wrong columns" in bad.output
