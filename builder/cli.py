@@ -227,6 +227,7 @@ def validate(
     expected_rows: Optional[int] = typer.Option(None, "--expected-rows", help="Rows of the hidden test set (default: the sample's)."),
     task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass (default) or multilabel."),
     classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: class names a,b,c."),
+    ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found; the CSV is checked against --sample-submission."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
     verbose: bool = typer.Option(True, "--log/--no-log", help="Stream the container's log."),
@@ -241,7 +242,7 @@ def validate(
             image=image, csv=csv, data=data, sample_path=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
             expected_rows=expected_rows, out_dir=out, task=task,
-            classes=read_classes(classes, "--classes") if classes else None,
+            classes=read_classes(classes, "--classes") if classes else None, ignore_sample=ignore_sample,
             log=(lambda line: console.print(f"  | {line}", markup=False, highlight=False)) if verbose else (lambda line: None),
         )
     except (BuilderError, SubmissionError) as e:

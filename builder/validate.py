@@ -122,7 +122,7 @@ def expectation_from(manifest: Manifest | None, sample: Sample, task: str | None
 
 def run_image(
     client: docker.DockerClient, image: str, data: Path, out: Path, *, time_limit: float | None,
-    memory: str | None, cpus: float | None, gpus: bool, log: Callable[[str], None],
+    memory: str | None, cpus: float | None, gpus: bool, log: Callable[[str], None], ignore_sample: bool = False,
 ) -> RunReport:
     """Run ``image`` on ``data`` as a grader does; ``out`` receives /output."""
     kwargs: dict[str, Any] = dict(
@@ -137,7 +137,8 @@ def run_image(
     if gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     try:
-        container = client.containers.run(image, ["/data"], **kwargs)
+        command = ["/data", "--ignore-sample"] if ignore_sample else ["/data"]
+        container = client.containers.run(image, command, **kwargs)
     except DockerException as e:
         raise DockerError(f"cannot start {image}: {e}") from None
     start = time.perf_counter()
@@ -217,11 +218,18 @@ def validate(
     *, image: str | None, csv: Path | None, data: Path | None, sample_path: Path | None, labels: Path | None,
     metric: str | None = None, time_limit: float | None = None, memory: str | None = None, cpus: float | None = None,
     gpus: bool = False, expected_rows: int | None = None, out_dir: Path | None = None, task: str | None = None,
-    classes: tuple[str, ...] | None = None, log: Callable[[str], None] = lambda line: None,
+    classes: tuple[str, ...] | None = None, ignore_sample: bool = False,
+    log: Callable[[str], None] = lambda line: None,
 ) -> Report:
-    """Run ``image`` on ``data`` (or take ``csv`` as it is), check the CSV, and score it with ``labels``."""
+    """Run ``image`` on ``data`` (or take ``csv`` as it is), check the CSV, and score it with ``labels``.
+
+    ``ignore_sample`` runs the image on a folder other than the competition's test set (a held-out
+    validation folder): the image predicts the images it finds, and the CSV is checked against ``sample_path``.
+    """
     if (image is None) == (csv is None):
         raise ConfigError("validate either an IMAGE (with --data) or a --csv file")
+    if ignore_sample and sample_path is None:
+        raise ConfigError("--ignore-sample needs --sample-submission: the sample of the folder given with --data")
     report = Report(image=image)
     manifest, bundled_sample = None, None
     client = None
@@ -237,7 +245,7 @@ def validate(
         if sample_path is None:
             raise ConfigError("no sample submission: pass --sample-submission (the image bundles none)")
         sample = read_sample(sample_path, manifest.output.id_column if manifest else None)
-        if bundled_sample is not None and Path(sample_path).read_bytes() != bundled_sample:
+        if bundled_sample is not None and not ignore_sample and Path(sample_path).read_bytes() != bundled_sample:
             report.checks.append(Check("sample differs", False, f"{sample_path} is not the sample bundled in {image}: "
                                                                 "pack again with the platform's current sample"))
         exp = expectation_from(manifest, sample, task, classes)
@@ -248,7 +256,7 @@ def validate(
             out.mkdir(parents=True, exist_ok=True)
             out.chmod(0o777)
             report.run = run_image(client, image, data, out, time_limit=time_limit, memory=memory, cpus=cpus,
-                                   gpus=gpus, log=log)
+                                   gpus=gpus, log=log, ignore_sample=ignore_sample)
             report.checks.extend(run_checks(report.run, time_limit))
             csv = out / "submission.csv"
             report.projection = project(report.run, expected_rows or len(sample.ids), time_limit)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,36 @@ def test_missing_base_image_is_never_pulled(client, workspace):
         "pack", "--models", str(workspace / "runs"), "--base-image", "no-such-base:1", "--tag", "e2e-x"])
     assert result.exit_code == 4
     assert "'no-such-base:1' is not present locally, and images are never pulled" in result.output
+
+
+def test_docker_stop_ends_the_run_cleanly(client, workspace, tmp_path):
+    """docker stop sends SIGTERM to PID 1, the runtime: it must stop at once, writing nothing half."""
+    pack(workspace, "e2e-a", "--tta", "hflip")
+    many = tmp_path / "many"
+    many.mkdir()
+    image = (workspace / "test" / "img0.jpg").read_bytes()
+    for i in range(3000):
+        (many / f"{i}.jpg").write_bytes(image)
+    for path in (tmp_path, many):
+        path.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    container = client.containers.run(
+        "e2e-a", ["/data", "--ignore-sample", "--batch-size", "1"], network_mode="none", read_only=True,
+        tmpfs={"/tmp": ""}, detach=True,
+        volumes={str(many): {"bind": "/data", "mode": "ro"}, str(out): {"bind": "/output", "mode": "rw"}},
+    )
+    try:
+        for _ in range(600):
+            if b"model(s) in" in container.logs():
+                break
+            time.sleep(0.1)
+        container.stop(timeout=20)
+        status = container.wait(timeout=60)["StatusCode"]
+        log = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert status == 143, log
+    assert "stopped by SIGTERM: no new submission written" in log
+    assert list(out.iterdir()) == []

@@ -113,21 +113,49 @@ def test_exits_non_zero(client, tmp_path, test_folder, sample):
     assert "exited with code 3" in failed["exit code"] and "CUDA error: something broke" in failed["exit code"]
 
 
-def test_pack_then_validate_with_labels_scores_above_chance(client, tmp_path):
-    subprocess.run([sys.executable, str(ROOT / "examples" / "tiny" / "make_runs.py"), str(tmp_path)], check=True,
+@pytest.fixture(scope="module")
+def tiny(client, tmp_path_factory) -> Path:
+    """The tiny example's trained folds, packed as the image validate-tiny; returns its folder."""
+    folder = tmp_path_factory.mktemp("tiny")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "tiny" / "make_runs.py"), str(folder)], check=True,
                    capture_output=True)
     packed = CliRunner().invoke(app, [
-        "pack", "--models", str(tmp_path / "runs"), "--config", str(tmp_path / "pack.yaml"),
-        "--sample-submission", str(tmp_path / "sample_submission.csv"), "--base-image", BASE, "--tag", "validate-tiny"])
+        "pack", "--models", str(folder / "runs"), "--config", str(folder / "pack.yaml"),
+        "--sample-submission", str(folder / "sample_submission.csv"), "--base-image", BASE, "--tag", "validate-tiny"])
     assert packed.exit_code == 0, packed.output
-    for path in [tmp_path, tmp_path / "test", *(tmp_path / "test").iterdir()]:
+    for path in [folder, folder / "test", *(folder / "test").iterdir()]:
         path.chmod(0o755)
+    return folder
+
+
+def test_pack_then_validate_with_labels_scores_above_chance(tiny, tmp_path):
     result = CliRunner().invoke(app, [
-        "validate", "validate-tiny", "--data", str(tmp_path / "test"), "--labels", str(tmp_path / "test_labels.csv"),
+        "validate", "validate-tiny", "--data", str(tiny / "test"), "--labels", str(tiny / "test_labels.csv"),
         "--time-limit", "10m", "--memory", "4g", "--cpus", "2", "--report", str(tmp_path / "report.json")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["passed"] and report["run"]["exit_code"] == 0
     assert report["score"]["metric"] == "accuracy" and report["score"]["value"] > 0.6  # chance: 1/3
     assert report["run"]["peak_memory_bytes"] > 0
+    assert "score: accuracy =" in result.output
+
+
+def test_a_held_out_folder_with_ignore_sample(tiny, tmp_path):
+    """The same image validated on another folder (a held-out split) with that folder's sample and labels."""
+    held_out = tmp_path / "held_out"
+    held_out.mkdir()
+    labels = (tiny / "test_labels.csv").read_text().splitlines()[:11]  # header and ten images
+    ids = [line.split(",")[0] for line in labels[1:]]
+    for image_id in ids:
+        (held_out / f"{image_id}.png").write_bytes((tiny / "test" / f"{image_id}.png").read_bytes())
+    (tmp_path / "held_labels.csv").write_text("\n".join(labels) + "\n")
+    (tmp_path / "held_sample.csv").write_text("id,label\n" + "".join(f"{i},blue\n" for i in ids))
+    for path in (tmp_path, held_out, *held_out.iterdir()):
+        path.chmod(0o755)
+    common = ["validate", "validate-tiny", "--data", str(held_out), "--sample-submission",
+              str(tmp_path / "held_sample.csv"), "--labels", str(tmp_path / "held_labels.csv"), "--no-log"]
+    stale = CliRunner().invoke(app, common)
+    assert stale.exit_code == 1 and "sample differs" in stale.output
+    result = CliRunner().invoke(app, [*common, "--ignore-sample"])
+    assert result.exit_code == 0, result.output
     assert "score: accuracy =" in result.output
