@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -33,8 +34,13 @@ def _default_base() -> str:
     return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"
 
 
+def _say(text: str) -> None:
+    """Print text as it is (no rich markup: paths and logs hold brackets)."""
+    console.print(text, markup=False, highlight=False)
+
+
 def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     raise typer.Exit(getattr(error, "exit_code", 1))
 
 
@@ -63,14 +69,10 @@ def _report(bundle: Bundle) -> None:
     for f in bundle.folds:
         p = f.preprocess
         resize = "albumentations transform" if p.albumentations else f"{p.crop_mode} crop {p.crop_pct:g}, {p.interpolation}"
-        console.print(
-            f"{f.name}: {f.arch}, {f.num_classes} classes, input {p.size[0]}x{p.size[1]} ({resize}); "
-            f"weights: {f.entry} of {f.checkpoint}",
-            markup=False, highlight=False,
-        )
+        _say(f"{f.name}: {f.arch}, {f.num_classes} classes, input {p.size[0]}x{p.size[1]} ({resize}); "
+             f"weights: {f.entry} of {f.checkpoint}")
         if f.dropped_keys:
-            console.print(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}",
-                          markup=False, highlight=False)
+            _say(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}")
     settings = Table(title="where each setting came from", title_justify="left")
     for column in ("setting", "value", "source"):
         settings.add_column(column, overflow="fold")
@@ -82,7 +84,7 @@ def _report(bundle: Bundle) -> None:
         value = s.value if not isinstance(s.value, tuple) or len(s.value) <= 12 else f"{s.value[:12]} ... ({len(s.value)})"
         settings.add_row(Text(name), Text(str(value)), Text(s.source))
     console.print(settings)
-    console.print(f"bundle: {bundle.path} ({_size(bundle.size)}, {len(bundle.folds)} fold(s))", markup=False, highlight=False)
+    _say(f"bundle: {bundle.path} ({_size(bundle.size)}, {len(bundle.folds)} fold(s))")
 
 
 @app.command()
@@ -143,22 +145,22 @@ def pack(
         result = pack_folds(
             request, tag=tag, base_image=base_image, bundle_dir=bundle_only or bundle,
             bundle_only=bundle_only is not None, phase=console.status,
-            log=console.print if verbose else lambda line: None, on_fold=_fold_done,
+            log=_say if verbose else (lambda line: None),
+            on_fold=_fold_done,
         )
     except (BuilderError, SubmissionError) as e:
         _fail(e)
     _report(result.bundle)
     if result.image is not None:
         env, image, smoke = result.env, result.image, result.smoke
-        console.print(f"environment: {env.tag} ({'built' if env.built else 'cached'}) on {env.base}")
-        console.print(f"pins: {image.labels['submission.pins']}")
-        console.print(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
+        _say(f"environment: {env.tag} ({'built' if env.built else 'cached'}) on {env.base}")
+        _say(f"pins: {image.labels['submission.pins']}")
+        _say(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
         typer.echo(f"built {image.tag}: {image.id} ({_size(image.size)})")
 
 
 def _fold_done(fold: Fold) -> None:
-    console.print(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch",
-                  markup=False, highlight=False)
+    _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch")
 
 
 @app.command()
@@ -191,13 +193,11 @@ def _print_report(report) -> None:
     if report.run is not None:
         r = report.run
         memory = f", peak memory {_size(r.peak_memory_bytes)}" if r.peak_memory_bytes else ""
-        console.print(f"run: {'timed out' if r.timed_out else f'exit code {r.exit_code}'} after {r.seconds:.1f}s{memory}",
-                      markup=False, highlight=False)
+        _say(f"run: {'timed out' if r.timed_out else f'exit code {r.exit_code}'} after {r.seconds:.1f}s{memory}")
     if report.projection is not None:
         p = report.projection
         limit = f" ({p['fraction_of_limit']:.0%} of the limit)" if "fraction_of_limit" in p else ""
-        console.print(f"projected for {p['expected_rows']} rows: {p['projected_seconds']:.0f}s{limit}", markup=False,
-                      highlight=False)
+        _say(f"projected for {p['expected_rows']} rows: {p['projected_seconds']:.0f}s{limit}")
     if report.score is not None:
         s = report.score
         per_class = Table(title="per class", title_justify="left")
@@ -208,7 +208,7 @@ def _print_report(report) -> None:
                               f"{row['f1']:.3f}", str(row["support"]))
         console.print(per_class)
         others = ", ".join(f"{k} {v:.4f}" for k, v in s.scores.items() if k != s.metric)
-        console.print(f"other metrics: {others}", markup=False, highlight=False)
+        _say(f"other metrics: {others}")
         typer.echo(f"score: {s.metric} = {s.value:.4f}")
 
 
@@ -243,17 +243,17 @@ def validate(
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
             expected_rows=expected_rows, out_dir=out, task=task,
             classes=read_classes(classes, "--classes") if classes else None, ignore_sample=ignore_sample,
-            log=(lambda line: console.print(f"  | {line}", markup=False, highlight=False)) if verbose else (lambda line: None),
+            log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None),
         )
     except (BuilderError, SubmissionError) as e:
         _fail(e)
     _print_report(result)
     if report is not None:
         write_report(result, report)
-        console.print(f"report: {report}", markup=False, highlight=False)
+        _say(f"report: {report}")
     if not result.passed:
         failed = [c.name for c in result.checks if not c.passed and c.level == "error"]
-        console.print(f"[bold red]FAILED:[/] {', '.join(failed)}")
+        console.print(f"[bold red]FAILED:[/] {escape(', '.join(failed))}")
         raise typer.Exit(1)
     typer.echo("passed")
 
@@ -274,5 +274,5 @@ def thresholds(
         write_thresholds(tuned, out)
     except (BuilderError, SubmissionError) as e:
         _fail(e)
-    console.print(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)), markup=False, highlight=False)
+    _say(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)))
     typer.echo(f"{tuned.metric}: {tuned.before:.4f} at 0.5 -> {tuned.after:.4f} tuned; wrote {out}")

@@ -261,3 +261,12 @@ def test_pack_tunes_thresholds_on_out_of_fold_predictions(runs, tmp_path):
     assert bundle.settings["thresholds"].source.startswith("tuned on oof.csv: f1_macro")
     with pytest.raises(ConfigError, match="thresholds apply to multilabel tasks"):
         make_bundle(PackRequest(models=root, oof=(tmp_path / "oof.csv", tmp_path / "labels.csv")), tmp_path / "c")
+
+
+def test_cli_errors_keep_their_brackets(runs, tmp_path):
+    config = tmp_path / "pack.yaml"
+    config.write_text("img_size: big\n")
+    result = CliRunner().invoke(app, ["pack", "--models", str(runs[0]), "--config", str(config),
+                                      "--bundle-only", str(tmp_path / "b")])
+    assert result.exit_code == 3
+    assert "img_size from pack.yaml [img_size] must be numbers, got 'big'" in result.output
