@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +33,8 @@ import submission
 from builder import __version__
 from builder.errors import DockerError
 from builder.layers import Layer, image_config, write_layer, write_load_archive
-from builder.lock import LOCK_NAME, RUNTIME_PACKAGES, Lock, check_python, wheelhouse
-from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest
+from builder.lock import LOCK_NAME, RUNTIME_PACKAGES, Lock, wheelhouse
+from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest, sha256_file
 
 DOCKERFILE = Path(__file__).resolve().parents[1] / "Dockerfile"
 ENV_REPOSITORY = "submission-env"
@@ -76,7 +76,10 @@ def base_python(client: docker.DockerClient, base: str) -> str:
         )
     except (APIError, DockerException) as e:
         raise DockerError(f"cannot run python3 in the base image {base}: {e}") from None
-    return check_python(out.decode().strip())
+    version = out.decode().strip()
+    if not re.fullmatch(r"\d+\.\d+", version):
+        raise DockerError(f"cannot tell the Python version of the base image {base} (it printed {version!r})")
+    return version
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,7 @@ def build_submission_image(
         rest[f"{IMAGE_BUNDLE_DIR}/{manifest.sample_submission.path}"] = bundle / manifest.sample_submission.path
     rest.update(runtime_files())
 
-    manifest_sha = hashlib.sha256((bundle / MANIFEST_NAME).read_bytes()).hexdigest()
+    manifest_sha = sha256_file(bundle / MANIFEST_NAME)
     pins = env.lock.versions(RUNTIME_PACKAGES + ("albumentations",))
     labels = {
         **(parent["Config"].get("Labels") or {}),
@@ -218,7 +221,9 @@ class SmokeRun:
 
 
 def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600) -> SmokeRun:
-    """Run the image on three generated images, as a platform would: no network, read-only root filesystem."""
+    """Run the image on three generated images the way graders run it (``builder.validate.run_image``)."""
+    from builder.validate import run_image  # validate uses this module's connect()
+
     height = max(m.preprocess.size[0] for m in manifest.models)
     width = max(m.preprocess.size[1] for m in manifest.models)
     rng = np.random.default_rng(0)
@@ -226,34 +231,21 @@ def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout
         data, out = Path(tmp) / "data", Path(tmp) / "output"
         data.mkdir()
         out.mkdir()
-        os.chmod(tmp, 0o755)
-        os.chmod(data, 0o755)
+        for folder in (Path(tmp), data):
+            folder.chmod(0o755)
         out.chmod(0o777)  # the image runs as a non-root user
         for i in range(3):
             pixels = rng.integers(0, 256, (height + 16 * i, width + 8 * i, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(data / f"smoke_{i}.png")
             (data / f"smoke_{i}.png").chmod(0o644)
-        start = time.perf_counter()
-        container = client.containers.run(
-            tag, ["/data", "--ignore-sample", "--out", "/output/smoke.csv"],
-            network_mode="none", read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
-            volumes={str(data): {"bind": "/data", "mode": "ro"}, str(out): {"bind": "/output", "mode": "rw"}},
-            detach=True,
-        )
-        try:
-            try:
-                status = container.wait(timeout=timeout)["StatusCode"]
-            except requests.RequestException:
-                container.kill()
-                raise DockerError(f"the smoke run of {tag} took longer than {timeout:.0f}s and was stopped") from None
-            seconds = time.perf_counter() - start
-            log = container.logs().decode(errors="replace")
-        finally:
-            container.remove(force=True)
-        if status != 0:
-            raise DockerError(f"the smoke run of {tag} exited with code {status}:\n{log[-3000:]}")
+        run = run_image(client, tag, ["/data", "--ignore-sample", "--out", "/output/smoke.csv"], data, out,
+                        time_limit=timeout)
+        if run.timed_out:
+            raise DockerError(f"the smoke run of {tag} took longer than {timeout:.0f}s and was stopped")
+        if run.exit_code != 0:
+            raise DockerError(f"the smoke run of {tag} exited with code {run.exit_code}:\n{run.log_tail[-3000:]}")
         csv = out / "smoke.csv"
         rows = len(pd.read_csv(csv)) if csv.is_file() else 0
         if rows != 3:
-            raise DockerError(f"the smoke run of {tag} wrote {rows} rows for 3 images:\n{log[-3000:]}")
-    return SmokeRun(seconds=seconds, rows=rows, log=log)
+            raise DockerError(f"the smoke run of {tag} wrote {rows} rows for 3 images:\n{run.log_tail[-3000:]}")
+    return SmokeRun(seconds=run.seconds, rows=rows, log=run.log_tail)

@@ -12,7 +12,6 @@ import hashlib
 import importlib.metadata as metadata
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -89,15 +88,11 @@ class Lock:
 
 def _platforms() -> list[str]:
     """This machine's manylinux/linux platform tags, most specific first (the image runs on such a host)."""
-    seen: list[str] = []
-    for platform in tags.platform_tags():
-        if platform not in seen:
-            seen.append(platform)
-    return seen
+    return list(dict.fromkeys(tags.platform_tags()))
 
 
 def wheelhouse(
-    packages: Iterable[str], python: str, log: Callable[[str], None] = lambda line: None
+    packages: tuple[str, ...], python: str, log: Callable[[str], None] = lambda line: None
 ) -> tuple[Path, Lock]:
     """Download (once) the wheels of ``packages`` pinned to the host's versions, for ``python`` on Linux."""
     pins = host_pins(packages)
@@ -152,12 +147,3 @@ def wheelhouse(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder, lock
-
-
-_PYTHON_VERSION = re.compile(r"\d+\.\d+")
-
-
-def check_python(version: str) -> str:
-    if not _PYTHON_VERSION.fullmatch(version):
-        raise BuilderError(f"cannot tell the Python version of the base image (got {version!r})")
-    return version

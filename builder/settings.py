@@ -126,7 +126,7 @@ def read_thresholds(value: Any, source: str, classes: tuple[str, ...]) -> tuple[
 
     A CSV holds one row per class (``class,threshold``, header optional); ``builder thresholds`` writes JSON.
     """
-    if isinstance(value, (str, Path)) and not isinstance(value, (list, tuple)) and Path(value).is_file():
+    if isinstance(value, (str, Path)) and Path(value).is_file():
         path = Path(value)
         source = str(path)
         if path.suffix.lower() == ".csv":

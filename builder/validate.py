@@ -121,10 +121,12 @@ def expectation_from(manifest: Manifest | None, sample: Sample, task: str | None
 
 
 def run_image(
-    client: docker.DockerClient, image: str, data: Path, out: Path, *, time_limit: float | None,
-    memory: str | None, cpus: float | None, gpus: bool, log: Callable[[str], None], ignore_sample: bool = False,
+    client: docker.DockerClient, image: str, args: list[str], data: Path, out: Path, *,
+    time_limit: float | None = None, memory: str | None = None, cpus: float | None = None, gpus: bool = False,
+    log: Callable[[str], None] = lambda line: None,
 ) -> RunReport:
-    """Run ``image`` on ``data`` as a grader does; ``out`` receives /output."""
+    """Run ``image`` with ``args`` as a grader does: ``data`` read-only at /data, ``out`` at /output, no network,
+    read-only root, no capabilities; stopped at ``time_limit`` seconds (none: it may run as long as it takes)."""
     kwargs: dict[str, Any] = dict(
         network_mode="none", read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
         volumes={str(data.resolve()): {"bind": "/data", "mode": "ro"}, str(out.resolve()): {"bind": "/output", "mode": "rw"}},
@@ -137,8 +139,7 @@ def run_image(
     if gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
     try:
-        command = ["/data", "--ignore-sample"] if ignore_sample else ["/data"]
-        container = client.containers.run(image, command, **kwargs)
+        container = client.containers.run(image, args, **kwargs)
     except DockerException as e:
         raise DockerError(f"cannot start {image}: {e}") from None
     start = time.perf_counter()
@@ -164,11 +165,14 @@ def run_image(
         t.start()
     timed_out, exit_code = False, None
     try:
-        try:
-            exit_code = container.wait(timeout=time_limit)["StatusCode"] if time_limit else container.wait()["StatusCode"]
-        except requests.RequestException:
-            timed_out = True
-            container.stop(timeout=5)
+        while exit_code is None and not timed_out:  # short waits: the client's own timeout must not end a long run
+            left = None if time_limit is None else time_limit - (time.perf_counter() - start)
+            try:
+                exit_code = container.wait(timeout=60.0 if left is None else max(min(60.0, left), 0.1))["StatusCode"]
+            except requests.RequestException:
+                if time_limit is not None and time.perf_counter() - start >= time_limit:
+                    timed_out = True
+                    container.stop(timeout=5)
         seconds = time.perf_counter() - start
         threads[0].join(timeout=10)
         container.reload()
@@ -176,7 +180,7 @@ def run_image(
     finally:
         container.remove(force=True)
     text = "\n".join(lines)
-    return RunReport(exit_code=None if timed_out else exit_code, seconds=seconds, timed_out=timed_out,
+    return RunReport(exit_code=exit_code, seconds=seconds, timed_out=timed_out,
                      peak_memory_bytes=peak["bytes"] or None, log_tail="\n".join(lines[-40:]),
                      network_attempted=bool(NETWORK_SIGNS.search(text)), oom_killed=oom)
 
@@ -255,8 +259,9 @@ def validate(
             out = Path(out_dir) if out_dir else Path(tmp) / "output"
             out.mkdir(parents=True, exist_ok=True)
             out.chmod(0o777)
-            report.run = run_image(client, image, data, out, time_limit=time_limit, memory=memory, cpus=cpus,
-                                   gpus=gpus, log=log, ignore_sample=ignore_sample)
+            args = ["/data", "--ignore-sample"] if ignore_sample else ["/data"]
+            report.run = run_image(client, image, args, data, out, time_limit=time_limit, memory=memory, cpus=cpus,
+                                   gpus=gpus, log=log)
             report.checks.extend(run_checks(report.run, time_limit))
             csv = out / "submission.csv"
             report.projection = project(report.run, expected_rows or len(sample.ids), time_limit)

@@ -26,6 +26,7 @@ GOOD_CSV = "id,label\n" + "".join(f"{i},class_1\n" for i in IDS)
 
 BEHAVIOURS = {
     "good": f"open('/output/submission.csv', 'w').write({GOOD_CSV!r}); print('wrote /output/submission.csv (3 rows, 2 columns) in 0.5s')",
+    "slow": f"import time; time.sleep(65); open('/output/submission.csv', 'w').write({GOOD_CSV!r})",
     "writes_nothing": "print('done')",
     "bad_header": "open('/output/submission.csv', 'w').write('ID,prediction\\n001,class_1\\n002,class_1\\n003,class_1\\n')",
     "sleeps": "import time; time.sleep(120)",
@@ -82,6 +83,12 @@ def test_a_good_run_passes(client, tmp_path, test_folder, sample):
     assert report.passed, failed
     assert report.run.exit_code == 0 and not report.run.timed_out
     assert report.projection["expected_rows"] == 3
+
+
+def test_without_a_time_limit_a_long_run_is_waited_for(client, tmp_path, test_folder, sample):
+    report, failed = run(client, tmp_path, test_folder, sample, "slow")  # longer than one 60 s wait
+    assert report.passed, failed
+    assert not report.run.timed_out and report.run.exit_code == 0 and report.run.seconds > 60
 
 
 def test_writes_nothing(client, tmp_path, test_folder, sample):
