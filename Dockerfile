@@ -10,6 +10,7 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS install
+LABEL submission.build-stage=install
 COPY wheels /wheels
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-index --no-deps --require-hashes --no-cache-dir \

@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from builder.bundle import PackRequest, make_bundle  # noqa: E402
+from builder.pack.bundle import PackRequest, make_bundle  # noqa: E402
 from submission import predict as engine  # noqa: E402
-from submission.images import list_images  # noqa: E402
+from submission.inputs.images import list_images  # noqa: E402
 from submission.manifest import TTA_PRESETS, Manifest, load_manifest  # noqa: E402
 from submission.runner import Options, run  # noqa: E402
 from submission.tta import view  # noqa: E402

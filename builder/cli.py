@@ -1,10 +1,17 @@
-"""``builder``: the host-side CLI. Each command parses its options, calls one library function, prints."""
+"""``builder``: the host-side CLI. Each command parses its options, calls one library function, prints.
+
+Imports are lazy: a command imports its library when it runs, so ``builder --help``, ``builder validate
+--csv`` and ``builder thresholds`` never load torch. Every error the libraries raise becomes a message and an
+exit code in ``_errors`` (codes in ``builder.errors``).
+"""
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import inspect
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -13,14 +20,11 @@ from rich.table import Table
 from rich.text import Text
 
 from builder import __version__
-from builder.bundle import Bundle, PackRequest
-from builder.errors import BuilderError
-from builder.folds import Fold
-from builder.pack import pack as pack_folds
-from submission.errors import SubmissionError
+from builder.errors import CHECK_FAILED, KNOWN, exit_code
+from builder.pack.settings import SETTINGS
 
 app = typer.Typer(
-    help="Pack k-fold timm checkpoints into an offline Docker image that writes a competition submission CSV.",
+    help="Pack k-fold checkpoints into an offline Docker image that writes a competition submission CSV.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -29,19 +33,19 @@ console = Console(stderr=True, soft_wrap=True)
 DEFAULT_TAG = "submission"
 
 
-def _default_base() -> str:
-    """The official slim Python image of the host's Python minor version."""
-    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"
-
-
 def _say(text: str) -> None:
     """Print text as it is (no rich markup: paths and logs hold brackets)."""
     console.print(text, markup=False, highlight=False)
 
 
-def _fail(error: Exception) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
-    raise typer.Exit(getattr(error, "exit_code", 1))
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """The one error funnel: a known error is printed as one line and exits with its class's code."""
+    try:
+        yield
+    except KNOWN as e:
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(exit_code(e)) from None
 
 
 def _version(value: bool) -> None:
@@ -57,15 +61,36 @@ def main(
     """Pack fold checkpoints into a submission image, then run it the way a leaderboard does."""
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} GB"
 
 
-def _report(bundle: Bundle) -> None:
+def _settings_table(bundle: Any) -> Table:
+    table = Table(title="where each setting came from", title_justify="left")
+    for column in ("setting", "value", "source"):
+        table.add_column(column, overflow="fold")
+    for s in SETTINGS:
+        if s.per_fold:
+            rows = {(str(f.sources[s.name].value), f.sources[s.name].source) for f in bundle.folds if s.name in f.sources}
+        elif s.name in bundle.settings:
+            value = bundle.settings[s.name].value
+            if isinstance(value, tuple) and len(value) > 12:
+                value = f"{value[:12]} ... ({len(value)})"
+            rows = {(str(value), bundle.settings[s.name].source)}
+        else:
+            continue
+        for value, source in sorted(rows):
+            table.add_row(Text(s.name), Text(value), Text(source))
+    for name in sorted(set(bundle.settings) - {s.name for s in SETTINGS}):  # derived: the columns of the CSV
+        table.add_row(Text(name), Text(str(bundle.settings[name].value)), Text(bundle.settings[name].source))
+    return table
+
+
+def _report(bundle: Any) -> None:
     for f in bundle.folds:
         p = f.preprocess
         resize = "albumentations transform" if p.albumentations else f"{p.crop_mode} crop {p.crop_pct:g}, {p.interpolation}"
@@ -73,83 +98,44 @@ def _report(bundle: Bundle) -> None:
              f"weights: {f.entry} of {f.checkpoint}")
         if f.dropped_keys:
             _say(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}")
-    settings = Table(title="where each setting came from", title_justify="left")
-    for column in ("setting", "value", "source"):
-        settings.add_column(column, overflow="fold")
-    for name in ("arch", "num_classes", "input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std", "model_kwargs"):
-        rows = {(str(f.sources[name].value), f.sources[name].source) for f in bundle.folds if name in f.sources}
-        for value, source in sorted(rows):
-            settings.add_row(Text(name), Text(value), Text(source))
-    for name, s in bundle.settings.items():
-        value = s.value if not isinstance(s.value, tuple) or len(s.value) <= 12 else f"{s.value[:12]} ... ({len(s.value)})"
-        settings.add_row(Text(name), Text(str(value)), Text(s.source))
-    console.print(settings)
+    console.print(_settings_table(bundle))
     _say(f"bundle: {bundle.path} ({_size(bundle.size)}, {len(bundle.folds)} fold(s))")
 
 
-@app.command()
+def _setting_parameters() -> list[inspect.Parameter]:
+    """One keyword parameter of ``pack`` per declared setting (None: not given on the command line)."""
+    parameters = []
+    for s in SETTINGS:
+        declaration = s.flag or s.option
+        option = typer.Option(None, *declaration.split(" "), help=s.help + (f" [default: {s.default}]" if s.default is not None and s.type is not bool else ""))
+        parameters.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                            annotation=Optional[s.type]))
+    return parameters
+
+
 def pack(
     models: Path = typer.Option(..., "--models", help="Folder of fold checkpoints (files, or one sub-folder per fold), or one checkpoint."),
-    sample_submission: Optional[Path] = typer.Option(None, "--sample-submission", help="The competition's sample_submission.csv: fixes the id column, columns, format and row order."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file of settings (same names as these options, with underscores)."),
-    arch: Optional[str] = typer.Option(None, help="timm model name for every fold (default: what the checkpoints record)."),
-    num_classes: Optional[int] = typer.Option(None, help="Classes of the model head (default: from the checkpoint's classifier)."),
-    img_size: Optional[str] = typer.Option(None, help="Model input size: 384, or 384,512 for height,width."),
-    crop_pct: Optional[float] = typer.Option(None, help="Fraction kept by the eval centre crop, in (0, 1]; 1.0 with --crop-mode squash is a plain resize."),
-    crop_mode: Optional[str] = typer.Option(None, help="center, squash or border (timm's eval crop modes)."),
-    interpolation: Optional[str] = typer.Option(None, help="Resize filter: bilinear, bicubic, nearest, box, hamming, lanczos."),
-    mean: Optional[str] = typer.Option(None, help="Normalisation mean, three numbers: 0.485,0.456,0.406."),
-    std: Optional[str] = typer.Option(None, help="Normalisation std, three numbers."),
-    model_kwargs: Optional[str] = typer.Option(None, help="Extra timm.create_model arguments as JSON, e.g. '{\"img_size\": 384}'."),
-    albumentations: Optional[Path] = typer.Option(None, help="JSON file of A.to_dict(eval_transform), used instead of timm's resize and normalisation."),
-    task: Optional[str] = typer.Option(None, help="multiclass (default) or multilabel."),
-    classes: Optional[str] = typer.Option(None, help="Class names in model output order: a,b,c or a file with one per line."),
-    id_column: Optional[str] = typer.Option(None, help="Name of the id column (default: the sample's first column)."),
-    format: Optional[str] = typer.Option(None, "--format", help="Output format: label, onehot, probs, labels (default: inferred from the sample)."),
-    label_as: Optional[str] = typer.Option(None, help="What label cells hold: name or index (default: inferred from the sample)."),
-    tta: Optional[str] = typer.Option(None, help="TTA preset: none (default), hflip, vflip, flips, d4."),
-    merge: Optional[str] = typer.Option(None, help="Merge of folds and views: mean (default), gmean, logits."),
-    thresholds: Optional[Path] = typer.Option(None, help="Per-class thresholds (multilabel): JSON list or {class: t}, or CSV class,threshold."),
-    oof: Optional[Path] = typer.Option(None, "--oof", help="Out-of-fold probabilities (id + class columns): tune the thresholds on them (macro F1; see `builder thresholds`)."),
-    oof_labels: Optional[Path] = typer.Option(None, "--oof-labels", help="True labels of --oof."),
-    at_least_one: Optional[bool] = typer.Option(None, "--at-least-one/--no-at-least-one", help="Multilabel: give a row with no class above its threshold its most probable class."),
-    top_k: Optional[int] = typer.Option(None, help="Multiclass 'labels' format: class names per row."),
-    decimals: Optional[int] = typer.Option(None, help="Digits after the decimal point in probability cells (default 6)."),
-    fold_weights: Optional[str] = typer.Option(None, help="Ensemble weight of each fold, in fold order: 1,1,2."),
-    pick: Optional[str] = typer.Option(None, help="File name pattern choosing the checkpoint in each fold's folder, e.g. 'last.ckpt'."),
-    no_ema: bool = typer.Option(False, "--no-ema", help="Use state_dict rather than state_dict_ema when a checkpoint has both."),
-    allow_unsafe_pickle: bool = typer.Option(False, "--allow-unsafe-pickle", help="Read checkpoints that need full unpickling (runs code from the file: only for files you trust)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file of settings: the names of these options, with underscores."),
     bundle_only: Optional[Path] = typer.Option(None, "--bundle-only", help="Write the bundle to this folder and stop (no Docker needed)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also keep the bundle in this folder (to run `python -m submission` on the host)."),
     tag: str = typer.Option(DEFAULT_TAG, help="Tag of the image to build."),
-    base_image: str = typer.Option(_default_base(), help="Base image with python3 (never pulled; see `builder base`)."),
+    base_image: Optional[str] = typer.Option(None, help="Base image with python3 (never pulled; see `builder base`) [default: python:X.Y-slim-bookworm of this Python]."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's and Docker's build logs."),
+    **settings: Any,
 ) -> None:
     """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
-    options = dict(
-        arch=arch, num_classes=num_classes, img_size=img_size, crop_pct=crop_pct, crop_mode=crop_mode,
-        interpolation=interpolation, mean=mean, std=std, model_kwargs=model_kwargs,
-        albumentations=str(albumentations) if albumentations else None, task=task, classes=classes,
-        id_column=id_column, format=format, label_as=label_as, tta=tta, merge=merge,
-        thresholds=str(thresholds) if thresholds else None, at_least_one=at_least_one, top_k=top_k,
-        decimals=decimals, fold_weights=fold_weights,
-    )
-    if (oof is None) != (oof_labels is None):
-        _fail(BuilderError("--oof and --oof-labels go together"))
-    request = PackRequest(
-        models=models, options=options, config=config, sample_submission=sample_submission, pick=pick,
-        oof=(oof, oof_labels) if oof is not None else None,
-        use_ema=not no_ema, allow_unsafe_pickle=allow_unsafe_pickle,
-    )
-    try:
+    from builder.pack.bundle import PackRequest
+    from builder.pipeline import default_base
+    from builder.pipeline import pack as pack_folds
+
+    request = PackRequest(models=models, options=settings, config=config)
+    with _errors():
         result = pack_folds(
-            request, tag=tag, base_image=base_image, bundle_dir=bundle_only or bundle,
+            request, tag=tag, base_image=base_image or default_base(), bundle_dir=bundle_only or bundle,
             bundle_only=bundle_only is not None, phase=console.status,
             log=_say if verbose else (lambda line: None),
-            on_fold=_fold_done,
+            on_fold=lambda fold: _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch"),
         )
-    except (BuilderError, SubmissionError) as e:
-        _fail(e)
     _report(result.bundle)
     if result.image is not None:
         env, image, smoke = result.env, result.image, result.smoke
@@ -159,8 +145,11 @@ def pack(
         typer.echo(f"built {image.tag}: {image.id} ({_size(image.size)})")
 
 
-def _fold_done(fold: Fold) -> None:
-    _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch")
+pack.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [p for p in inspect.signature(pack).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    + _setting_parameters()
+)
+app.command()(pack)
 
 
 @app.command()
@@ -170,25 +159,22 @@ def base(
     mirror: Optional[str] = typer.Option(None, help="Debian mirror URL (default: debootstrap's)."),
 ) -> None:
     """Make a local base image (Debian minbase + python3 + venv) with debootstrap, for machines that cannot pull."""
-    from builder.base import make_base
-    from builder.image import connect
+    from builder.image.base import make_base
+    from builder.image.engine import connect
 
-    try:
-        with console.status(f"debootstrap {suite} and docker import as {tag}"):
-            image_id = make_base(connect(), tag, suite, mirror)
-    except BuilderError as e:
-        _fail(e)
+    with _errors(), console.status(f"debootstrap {suite} and docker import as {tag}"):
+        image_id = make_base(connect(), tag, suite, mirror)
     typer.echo(f"made {tag}: {image_id}")
 
 
-def _print_report(report) -> None:
+def _print_report(report: Any) -> None:
     table = Table(title="checks", title_justify="left")
     for column in ("check", "result", "detail"):
         table.add_column(column, overflow="fold")
     for c in report.checks:
         result = "pass" if c.passed else ("warn" if c.level == "warning" else "FAIL")
-        table.add_row(Text(c.name), Text(result, style="green" if c.passed else ("yellow" if c.level == "warning" else "bold red")),
-                      Text(c.detail))
+        style = "green" if c.passed else ("yellow" if c.level == "warning" else "bold red")
+        table.add_row(Text(c.name), Text(result, style=style), Text(c.detail))
     console.print(table)
     if report.run is not None:
         r = report.run
@@ -200,15 +186,17 @@ def _print_report(report) -> None:
         _say(f"projected for {p['expected_rows']} rows: {p['projected_seconds']:.0f}s{limit}")
     if report.score is not None:
         s = report.score
-        per_class = Table(title="per class", title_justify="left")
-        for column in ("class", "precision", "recall", "f1", "support"):
-            per_class.add_column(column)
-        for row in s.per_class:
-            per_class.add_row(Text(str(row["class"])), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                              f"{row['f1']:.3f}", str(row["support"]))
-        console.print(per_class)
+        if s.per_class:
+            per_class = Table(title="per class", title_justify="left")
+            for column in ("class", "precision", "recall", "f1", "support"):
+                per_class.add_column(column)
+            for row in s.per_class:
+                per_class.add_row(Text(str(row["class"])), f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                                  f"{row['f1']:.3f}", str(row["support"]))
+            console.print(per_class)
         others = ", ".join(f"{k} {v:.4f}" for k, v in s.scores.items() if k != s.metric)
-        _say(f"other metrics: {others}")
+        if others:
+            _say(f"other metrics: {others}")
         typer.echo(f"score: {s.metric} = {s.value:.4f}")
 
 
@@ -226,18 +214,19 @@ def validate(
     gpus: bool = typer.Option(False, "--gpus", help="Give the container every GPU (NVIDIA container toolkit)."),
     expected_rows: Optional[int] = typer.Option(None, "--expected-rows", help="Rows of the hidden test set (default: the sample's)."),
     task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass (default) or multilabel."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: class names a,b,c."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: class names a,b,c (or a file with one per line)."),
     ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found; the CSV is checked against --sample-submission."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
     verbose: bool = typer.Option(True, "--log/--no-log", help="Stream the container's log."),
 ) -> None:
     """Run an image the way a leaderboard does and check its CSV (or check a CSV alone); exit 0 only if all pass."""
-    from builder.settings import read_classes
-    from builder.validate import parse_duration, write_report
-    from builder.validate import validate as run_validation
+    from builder.pack.settings import read_classes
+    from builder.validate.report import validate as run_validation
+    from builder.validate.report import write_report
+    from builder.validate.run import parse_duration
 
-    try:
+    with _errors():
         result = run_validation(
             image=image, csv=csv, data=data, sample_path=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
@@ -245,16 +234,14 @@ def validate(
             classes=read_classes(classes, "--classes") if classes else None, ignore_sample=ignore_sample,
             log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None),
         )
-    except (BuilderError, SubmissionError) as e:
-        _fail(e)
-    _print_report(result)
-    if report is not None:
-        write_report(result, report)
-        _say(f"report: {report}")
+        _print_report(result)
+        if report is not None:
+            write_report(result, report)
+            _say(f"report: {report}")
     if not result.passed:
         failed = [c.name for c in result.checks if not c.passed and c.level == "error"]
         console.print(f"[bold red]FAILED:[/] {escape(', '.join(failed))}")
-        raise typer.Exit(1)
+        raise typer.Exit(CHECK_FAILED)
     typer.echo("passed")
 
 
@@ -267,12 +254,10 @@ def thresholds(
     out: Path = typer.Option(Path("thresholds.json"), "--out", help="JSON to write (builder pack --thresholds reads it)."),
 ) -> None:
     """Choose per-class thresholds for a multilabel task on out-of-fold predictions."""
-    from builder.thresholds import tune_file, write_thresholds
+    from builder.pack.thresholds import tune_file, write_thresholds
 
-    try:
+    with _errors():
         tuned = tune_file(oof, labels, metric, average)
         write_thresholds(tuned, out)
-    except (BuilderError, SubmissionError) as e:
-        _fail(e)
     _say(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)))
     typer.echo(f"{tuned.metric}: {tuned.before:.4f} at 0.5 -> {tuned.after:.4f} tuned; wrote {out}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from submission import formats
 from submission.atomic import atomic_path
 from submission.errors import BundleError
 
@@ -25,12 +26,6 @@ MANIFEST_NAME = "manifest.json"
 IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
 TASKS = ("multiclass", "multilabel")
-FORMATS = {  # output format -> the tasks it serves
-    "label": ("multiclass",),  # one column: the class name or index
-    "onehot": ("multiclass", "multilabel"),  # one 0/1 column per class
-    "probs": ("multiclass", "multilabel"),  # one probability column per class
-    "labels": ("multiclass", "multilabel"),  # one column: space-separated class names or indices
-}
 # TTA preset -> the views it averages; a view is a dihedral transform of the (H, W) plane.
 TTA_PRESETS = {
     "none": ("identity",),
@@ -128,14 +123,14 @@ class Decision:
 
 @dataclass(frozen=True)
 class Output:
-    format: str  # "label", "onehot", "probs" or "labels" (see FORMATS)
+    format: str  # a registered output format (``submission.formats.FORMATS``)
     id_column: str  # name of the id column
     columns: tuple[str, ...]  # the CSV header in order: the id column, then the label column or one per class
     label_as: str  # "name" or "index": what label cells hold (class name, or its position in classes)
     decimals: int  # digits after the decimal point in probability cells
 
     def __post_init__(self) -> None:
-        _choice("output format", self.format, FORMATS)
+        _choice("output format", self.format, formats.FORMATS)
         _choice("label_as", self.label_as, LABEL_AS)
         _require(bool(self.id_column), "id_column must not be empty")
         _require(
@@ -194,25 +189,17 @@ class Manifest:
         else:
             _require(not d.thresholds, "thresholds apply to multilabel tasks only")
             _require(not d.at_least_one, "at_least_one applies to multilabel tasks only")
-        top_k_used = self.task == "multiclass" and self.output.format == "labels"
         _require(1 <= d.top_k <= n, f"top_k is {d.top_k}; expected 1 to {n}")
-        _require(top_k_used or d.top_k == 1, "top_k applies to the 'labels' format of multiclass tasks only")
 
     def _check_output(self) -> None:
-        o = self.output
+        spec = formats.get(self.output.format)
         _require(
-            self.task in FORMATS[o.format],
-            f"output format {o.format!r} does not fit a {self.task} task; use one of: "
-            + ", ".join(f for f, tasks in FORMATS.items() if self.task in tasks),
+            self.task in spec.tasks,
+            f"output format {spec.name!r} does not fit a {self.task} task; use one of: "
+            + ", ".join(name for name, f in formats.FORMATS.items() if self.task in f.tasks),
         )
-        if o.format in ("onehot", "probs"):
-            _require(
-                sorted(o.columns[1:]) == sorted(self.classes),
-                f"format {o.format!r} needs one column per class; columns {list(o.columns[1:])} "
-                f"do not match classes {list(self.classes)}",
-            )
-        else:
-            _require(len(o.columns) == 2, f"format {o.format!r} writes two columns, not {list(o.columns)}")
+        problem = spec.check_manifest(self)
+        _require(problem is None, problem or "")
 
     @property
     def files(self) -> tuple[FileRef, ...]:

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from submission import models as model_io
 from submission.ensemble import merge
-from submission.errors import BundleError, DeviceError, InputError
-from submission.images import decode_rgb
+from submission.errors import DeviceError, InputError
+from submission.inputs.images import decode_rgb
 from submission.manifest import Manifest, resolve_file
-from submission.preprocess import Preprocessor, normalize
+from submission.inputs.preprocess import Preprocessor, normalize
 from submission.tta import stack_views, views_of
 
 
@@ -175,14 +175,8 @@ def predict(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for index, model in group.members:
-                    y = _forward(model, x, device, log)
-                    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (n_views * size, n_classes):
-                        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-                        raise BundleError(
-                            f"model {manifest.models[index].name!r} returned {shape} for a batch of "
-                            f"{n_views * size} images, expected ({n_views * size}, {n_classes})"
-                        )
-                    logits[index] = y.float().view(n_views, size, n_classes)
+                    y = model_io.logits(_forward(model, x, device, log), manifest.models[index], n_views * size, n_classes)
+                    logits[index] = y.view(n_views, size, n_classes)
             stacked = torch.stack(logits).cpu().double()
             result[start : start + size] = merge(stacked, weights, manifest.merge, manifest.task).numpy()
             start += size

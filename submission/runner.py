@@ -14,8 +14,8 @@ import pandas as pd
 
 from submission import predict as engine
 from submission.errors import BundleError, InputError
-from submission.formats import build_table, check_writable, write_csv, write_json
-from submission.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
+from submission.formats import build_table
+from submission.inputs.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
 from submission.manifest import (
     IMAGE_BUNDLE_DIR,
     Manifest,
@@ -23,6 +23,7 @@ from submission.manifest import (
     resolve_file,
     verify_files,
 )
+from submission.output import check_writable, problems_path_for, write_csv, write_json
 from submission.progress import Progress
 
 DEFAULT_BUNDLE = Path(IMAGE_BUNDLE_DIR)
@@ -50,11 +51,6 @@ class Result:
     images_per_second: float
     problems: tuple[dict[str, str], ...]  # {"id", "file", "reason"} of each image predicted from a blank image
     problems_path: Path  # the JSON beside the CSV that lists them (written on every run)
-
-
-def problems_path_for(out: Path) -> Path:
-    """``/output/submission.csv`` -> ``/output/submission.problems.json``."""
-    return Path(out).with_name(Path(out).stem + ".problems.json")
 
 
 def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:

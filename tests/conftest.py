@@ -1,18 +1,22 @@
-"""Shared fixtures: the Docker engine for the end-to-end tests (marked slow)."""
+"""Shared fixtures: the Docker engine for the end-to-end tests (marked slow), and the removal of every image and
+tag a test makes, so that a test run leaves ``docker images`` as it found it (apart from cached environment and
+base images, which are reused across runs)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
 BASE = os.environ.get("SUBMISSION_TEST_BASE", "submission-base:bookworm")
+KEPT_REPOSITORIES = ("submission-env", "submission-base")  # caches a later run reuses
 
 
 @pytest.fixture(scope="session")
 def client():
     """The engine with the base image; in CI a missing one fails the test, elsewhere it skips it."""
-    from builder.image import connect
+    from builder.image.engine import connect
 
     try:
         engine = connect()
@@ -23,3 +27,81 @@ def client():
             pytest.fail(message)
         pytest.skip(message)
     return engine
+
+
+def _remover(engine) -> tuple[Callable[[str], str], Callable[[], None]]:
+    made: list[str] = []
+
+    def register(tag: str) -> str:
+        made.append(tag)
+        return tag
+
+    def remove() -> None:
+        import docker
+
+        for tag in reversed(made):
+            try:
+                engine.images.remove(tag, force=True)
+            except docker.errors.ImageNotFound:
+                pass
+
+    return register, remove
+
+
+@pytest.fixture
+def docker_cleanup(client) -> Iterator[Callable[[str], str]]:
+    """``docker_cleanup(tag)`` names an image tag the test makes; the tag is removed after the test (and the image
+    with it when no other tag holds it)."""
+    register, remove = _remover(client)
+    yield register
+    remove()
+
+
+@pytest.fixture(scope="module")
+def module_docker_cleanup(client) -> Iterator[Callable[[str], str]]:
+    """The same for images shared by the tests of one module."""
+    register, remove = _remover(client)
+    yield register
+    remove()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true",
+                     help="also run the slow end-to-end tests (Docker images, examples, benchmarks); CI does")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without --slow (or an explicit -m), the tests marked slow are deselected."""
+    if config.getoption("--slow") or config.getoption("-m"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def _images() -> set[tuple[str, str]] | None:
+    try:
+        import docker
+
+        engine = docker.from_env(timeout=30)
+        return {(image.id, tag) for image in engine.images.list(all=False) for tag in (image.tags or ["<none>"])}
+    except Exception:
+        return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _images()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before, after = session.config.stash.get(_BEFORE, None), _images()
+    if before is None or after is None:
+        return
+    left = sorted(tag for image, tag in after - before if not tag.startswith(KEPT_REPOSITORIES))
+    if left:
+        print(f"\nthe tests left {len(left)} image tag(s) behind: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_BEFORE = pytest.StashKey[set]()

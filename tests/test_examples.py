@@ -15,7 +15,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_digits_example_end_to_end(client, tmp_path):
+def test_digits_example_end_to_end(client, docker_cleanup, tmp_path):
+    for tag in ("digits-multiclass", "digits-names", "digits-multilabel-05", "digits-multilabel"):
+        docker_cleanup(f"{tag}:latest")
     work = tmp_path / "digits"
     proc = subprocess.run(["bash", str(ROOT / "examples" / "digits" / "run.sh"), str(work)],
                           capture_output=True, text=True, timeout=1500, env={**os.environ, "BASE_IMAGE": BASE})

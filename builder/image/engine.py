@@ -1,0 +1,116 @@
+"""The Docker engine: the connection, local images, and containers run the way graders run them.
+
+Every container this package starts goes through ``run_container``: ``--network none``, read-only root with a
+writable tmpfs /tmp, the data folder read-only at /data, an output folder at /output, no capabilities,
+``no-new-privileges`` and a pid limit, with optional memory, CPU, GPU and wall-clock limits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import requests
+from docker.errors import DockerException, ImageNotFound
+
+from builder.errors import DockerError
+
+Log = Callable[[str], None]
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+    except (DockerException, requests.RequestException) as e:
+        raise DockerError(
+            f"cannot reach the Docker engine ({e}); start it (dockerd, or Docker Desktop) or set DOCKER_HOST. "
+            "`builder pack --bundle-only DIR` needs no Docker"
+        ) from None
+    return client
+
+
+def local_image(client: docker.DockerClient, name: str) -> Any | None:
+    try:
+        return client.images.get(name)
+    except ImageNotFound:
+        return None
+
+
+@dataclass
+class ContainerRun:
+    exit_code: int | None  # None when the container was stopped at the time limit
+    seconds: float
+    timed_out: bool
+    peak_memory_bytes: int | None
+    log: str  # everything the container printed
+    oom_killed: bool = False
+
+
+def run_container(
+    client: docker.DockerClient, image: str, args: list[str], data: Path, out: Path, *,
+    time_limit: float | None = None, memory: str | None = None, cpus: float | None = None, gpus: bool = False,
+    log: Log = lambda line: None,
+) -> ContainerRun:
+    """Run ``image`` with ``args`` as a grader does: ``data`` read-only at /data, ``out`` at /output, no network,
+    read-only root, no capabilities; stopped at ``time_limit`` seconds (none: it may run as long as it takes).
+    The container is removed afterwards, whatever happened."""
+    kwargs: dict[str, Any] = dict(
+        network_mode="none", read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
+        volumes={str(data.resolve()): {"bind": "/data", "mode": "ro"}, str(out.resolve()): {"bind": "/output", "mode": "rw"}},
+        cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=256, detach=True,
+    )
+    if memory:
+        kwargs.update(mem_limit=memory, memswap_limit=memory)
+    if cpus:
+        kwargs["nano_cpus"] = int(cpus * 1e9)
+    if gpus:
+        kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    try:
+        container = client.containers.run(image, args, **kwargs)
+    except DockerException as e:
+        raise DockerError(f"cannot start {image}: {e}") from None
+    start = time.perf_counter()
+    lines: list[str] = []
+    peak = {"bytes": 0}
+
+    def follow_log() -> None:
+        for chunk in container.logs(stream=True, follow=True):
+            for line in chunk.decode(errors="replace").splitlines():
+                lines.append(line)
+                log(line)
+
+    def follow_memory() -> None:
+        try:
+            for stats in container.stats(stream=True, decode=True):
+                memory_stats = stats.get("memory_stats") or {}
+                peak["bytes"] = max(peak["bytes"], memory_stats.get("max_usage", 0), memory_stats.get("usage", 0))
+        except (DockerException, requests.RequestException, ValueError):
+            pass
+
+    threads = [threading.Thread(target=follow_log, daemon=True), threading.Thread(target=follow_memory, daemon=True)]
+    for t in threads:
+        t.start()
+    timed_out, exit_code = False, None
+    try:
+        while exit_code is None and not timed_out:  # short waits: the client's own timeout must not end a long run
+            left = None if time_limit is None else time_limit - (time.perf_counter() - start)
+            try:
+                exit_code = container.wait(timeout=60.0 if left is None else max(min(60.0, left), 0.1))["StatusCode"]
+            except requests.RequestException:
+                if time_limit is not None and time.perf_counter() - start >= time_limit:
+                    timed_out = True
+                    container.stop(timeout=5)
+        seconds = time.perf_counter() - start
+        threads[0].join(timeout=10)
+        container.reload()
+        oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    finally:
+        container.remove(force=True)
+    return ContainerRun(exit_code=exit_code, seconds=seconds, timed_out=timed_out,
+                        peak_memory_bytes=peak["bytes"] or None, log="\n".join(lines), oom_killed=oom)

@@ -1,0 +1,1 @@
+"""Pack wing: fold checkpoints and settings -> checked folds -> the bundle (manifest, weights, sample)."""

@@ -1,0 +1,185 @@
+"""``builder pack`` on a real Docker engine: the image runs offline and read-only, matches the host run
+byte for byte, and is reproducible. Slow: the first run builds the environment image (torch and all)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from typer.testing import CliRunner
+
+from builder.cli import app
+from builder.errors import DockerError
+from submission.errors import OutputError
+from tests.bundles import make_images
+from tests.conftest import BASE
+from tests.runs import mixed_runs
+
+pytestmark = pytest.mark.slow
+DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    mixed_runs(root / "runs", img_size=48)
+    make_images(root / "test", n=7)
+    ids = ["img6", "img2", "img0", "img5", "img1"]  # a sample naming only some files, in its own order
+    (root / "sample.csv").write_text("image,a,b,c\n" + "".join(f"{i},0.0,0.0,0.0\n" for i in ids))
+    for folder in (root, root / "test"):
+        folder.chmod(0o755)
+    for image in (root / "test").iterdir():
+        image.chmod(0o644)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pack(workspace, module_docker_cleanup):
+    """Pack the workspace's runs as ``tag`` (removed after the module's tests)."""
+    def pack_as(tag: str, *extra: str) -> dict:
+        module_docker_cleanup(f"{tag}:latest")
+        return _pack(workspace, tag, *extra)
+
+    return pack_as
+
+
+def _pack(workspace: Path, tag: str, *extra: str) -> dict:
+    result = CliRunner().invoke(app, [
+        "pack", "--models", str(workspace / "runs"), "--sample-submission", str(workspace / "sample.csv"),
+        "--base-image", BASE, "--tag", tag, "--bundle", str(workspace / f"bundle-{tag}"), *extra,
+    ])
+    assert result.exit_code == 0, result.output
+    assert "smoke run: 3 images" in result.output
+    image_id = result.output.strip().splitlines()[-1].split(": ")[1].split()[0]
+    return {"id": image_id, "output": result.output}
+
+
+def docker_run(workspace: Path, tag: str, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    out.mkdir(exist_ok=True)
+    out.chmod(0o777)
+    return subprocess.run(
+        [DOCKER, "run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", *flags,
+         "-v", f"{workspace / 'test'}:/data:ro", "-v", f"{out}:/output", tag, "/data"],
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_image_runs_offline_read_only_and_matches_the_host_run(client, workspace, pack):
+    built = pack("e2e-a", "--tta", "hflip")
+    proc = docker_run(workspace, "e2e-a", workspace / "out-docker")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote /output/submission.csv (5 rows, 4 columns)" in proc.stdout
+    host = subprocess.run(
+        ["python", "-m", "submission", str(workspace / "test"), "--bundle", str(workspace / "bundle-e2e-a"),
+         "--out", str(workspace / "host.csv"), "--quiet"],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2],
+    )
+    assert host.returncode == 0, host.stderr
+    in_docker = (workspace / "out-docker" / "submission.csv").read_bytes()
+    assert in_docker == (workspace / "host.csv").read_bytes()
+    assert in_docker.decode().splitlines()[0] == "image,a,b,c"
+    assert [line.split(",")[0] for line in in_docker.decode().splitlines()[1:]] == ["img6", "img2", "img0", "img5", "img1"]
+
+    image = client.images.get(built["id"])
+    config = image.attrs["Config"]
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["/opt/venv/bin/python", "-m", "submission"]
+    labels = config["Labels"]
+    manifest = (workspace / "bundle-e2e-a" / "manifest.json").read_bytes()
+    assert labels["submission.manifest.sha256"] == hashlib.sha256(manifest).hexdigest()
+    pins = json.loads(labels["submission.pins"])
+    assert pins["timm"] == timm.__version__ and pins["torch"] == torch.__version__.split("+")[0]
+    assert "submission.base.id" in labels and "submission.builder.version" in labels
+
+
+def test_hardened_run_as_graders_do(client, workspace, pack):
+    pack("e2e-a", "--tta", "hflip")
+    proc = docker_run(workspace, "e2e-a", workspace / "out-hardened", "--cap-drop", "ALL",
+                      "--security-opt", "no-new-privileges", "--pids-limit", "256", "--user", "12345:12345")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_same_inputs_give_the_same_image_and_weights_layer_is_reused(client, workspace, pack):
+    first = pack("e2e-r1")
+    second = pack("e2e-r2")
+    assert first["id"] == second["id"]
+    changed = pack("e2e-r3", "--tta", "flips")
+    assert changed["id"] != first["id"]
+    layers = [client.images.get(i["id"]).attrs["RootFS"]["Layers"] for i in (first, changed)]
+    assert layers[0][:-1] == layers[1][:-1]  # the environment and the weights layer are shared
+    assert layers[0][-1] != layers[1][-1]  # only the code + manifest layer differs
+
+
+def test_output_folder_not_writable_is_a_clear_error(client, workspace, pack):
+    pack("e2e-a", "--tta", "hflip")
+    out = workspace / "out-locked"
+    out.mkdir()
+    proc = subprocess.run(
+        [DOCKER, "run", "--rm", "--network", "none", "-v", f"{workspace / 'test'}:/data:ro", "-v", f"{out}:/output",
+         "e2e-a", "/data"], capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == OutputError.exit_code
+    assert "cannot write to /output (Permission denied) as uid 10001" in proc.stderr
+
+
+def test_missing_base_image_is_never_pulled(client, workspace):
+    result = CliRunner().invoke(app, [
+        "pack", "--models", str(workspace / "runs"), "--base-image", "no-such-base:1", "--tag", "e2e-x"])
+    assert result.exit_code == DockerError.exit_code
+    assert "'no-such-base:1' is not present locally, and images are never pulled" in result.output
+
+
+def test_docker_stop_ends_the_run_cleanly(client, workspace, pack, tmp_path):
+    """docker stop sends SIGTERM to PID 1, the runtime: it must stop at once, writing nothing half."""
+    pack("e2e-a", "--tta", "hflip")
+    many = tmp_path / "many"
+    many.mkdir()
+    image = (workspace / "test" / "img0.jpg").read_bytes()
+    for i in range(3000):
+        (many / f"{i}.jpg").write_bytes(image)
+    for path in (tmp_path, many):
+        path.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o777)
+    container = client.containers.run(
+        "e2e-a", ["/data", "--ignore-sample", "--batch-size", "1"], network_mode="none", read_only=True,
+        tmpfs={"/tmp": ""}, detach=True,
+        volumes={str(many): {"bind": "/data", "mode": "ro"}, str(out): {"bind": "/output", "mode": "rw"}},
+    )
+    try:
+        for _ in range(600):
+            if b"model(s) in" in container.logs():
+                break
+            time.sleep(0.1)
+        container.stop(timeout=20)
+        status = container.wait(timeout=60)["StatusCode"]
+        log = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert status == 143, log
+    assert "stopped by SIGTERM: no new submission written" in log
+    assert list(out.iterdir()) == []
+
+
+def test_a_new_environment_image_leaves_no_dangling_image(client, docker_cleanup, tmp_path):
+    """The Dockerfile's install stage is removed after the build; only the tagged environment image stays."""
+    from builder.image.assemble import ensure_env_image
+
+    container = client.containers.run(BASE, ["sh", "-c", f"echo {time.time_ns()} > /fresh"], detach=True,
+                                      network_mode="none")
+    container.wait()
+    base = docker_cleanup("dangling-test-base:latest")
+    container.commit(repository=base.split(":")[0], tag="latest")  # a base never seen: its environment is new
+    container.remove()
+    dangling_before = {i.id for i in client.images.list(filters={"dangling": True})}
+    env = ensure_env_image(client, base, ("pyyaml",))
+    docker_cleanup(env.tag)
+    assert env.built
+    assert {i.id for i in client.images.list(filters={"dangling": True})} == dangling_before

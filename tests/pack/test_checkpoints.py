@@ -1,0 +1,187 @@
+"""Finding fold checkpoints and reading every common format safely, with the settings they carry."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from builder.pack.checkpoints import find_folds, fit_state_dict, read_checkpoint
+from builder.errors import CheckpointError
+from tests.runs import (
+    save_bare,
+    save_lightning,
+    save_safetensors,
+    save_timm,
+    timm_args,
+    tiny_model,
+)
+
+
+def names(folds):
+    return [(f.name, f.path.name) for f in folds]
+
+
+def test_files_directly_in_the_folder_are_folds_in_natural_order(tmp_path):
+    model = tiny_model()
+    for name in ("fold10.pth", "fold2.pt", "fold_1.safetensors", "model.bin", "notes.txt", ".hidden.pth"):
+        (save_safetensors if name.endswith("safetensors") else save_bare)(tmp_path / name, model) if not name.endswith("txt") else (tmp_path / name).write_text("x")
+    (tmp_path / ".env").write_text("SECRET=1")
+    assert names(find_folds(tmp_path)) == [
+        ("fold2", "fold2.pt"), ("fold10", "fold10.pth"), ("fold_1", "fold_1.safetensors"), ("model", "model.bin")
+    ]
+
+
+def test_timm_train_layout_prefers_model_best_and_finds_args_yaml(tmp_path):
+    for i in range(2):
+        save_timm(tmp_path / f"fold{i}", tiny_model(seed=i), timm_args("test_resnet", 3, 48))
+    (tmp_path / "wandb" / "run").mkdir(parents=True)
+    save_bare(tmp_path / "wandb" / "run" / "x.pth", tiny_model())
+    folds = find_folds(tmp_path)
+    assert names(folds) == [("fold0", "model_best.pth.tar"), ("fold1", "model_best.pth.tar")]
+    assert folds[0].args_file == tmp_path / "fold0" / "args.yaml"
+    assert {p.name for p in (tmp_path / "fold0").iterdir()} >= {"last.pth.tar", "model_best.pth.tar"}
+
+
+def test_lightning_layout_is_found_in_nested_checkpoints_folder(tmp_path):
+    save_lightning(tmp_path / "fold0" / "checkpoints" / "epoch=3.ckpt", tiny_model())
+    assert names(find_folds(tmp_path)) == [("fold0", "epoch=3.ckpt")]
+
+
+def test_several_checkpoints_in_a_fold_need_pick(tmp_path):
+    save_lightning(tmp_path / "fold0" / "checkpoints" / "epoch=3.ckpt", tiny_model())
+    save_lightning(tmp_path / "fold0" / "checkpoints" / "last.ckpt", tiny_model())
+    with pytest.raises(CheckpointError, match="holds several checkpoints .*choose one per fold with --pick"):
+        find_folds(tmp_path)
+    assert names(find_folds(tmp_path, pick="last.ckpt")) == [("fold0", "last.ckpt")]
+    with pytest.raises(CheckpointError, match="--pick 'nothing\\*' must match exactly one checkpoint"):
+        find_folds(tmp_path, pick="nothing*")
+
+
+def test_empty_or_missing_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(CheckpointError, match="no checkpoints found in .* directly inside it, and then one per sub-folder"):
+        find_folds(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        find_folds(tmp_path / "nope")
+
+
+def test_single_file(tmp_path):
+    path = save_bare(tmp_path / "best.pth", tiny_model())
+    assert names(find_folds(path)) == [("best", "best.pth")]
+
+
+def test_timm_checkpoint_prefers_ema_and_carries_args(tmp_path):
+    ema, main = tiny_model(seed=1), tiny_model(seed=2)
+    save_timm(tmp_path / "f", main, timm_args("test_resnet", 3, 48, crop_pct=0.9, mean=[0.1, 0.2, 0.3]), ema=ema,
+              write_args_yaml=False)
+    (fold,) = find_folds(tmp_path)
+    ckpt = read_checkpoint(fold)
+    assert ckpt.entry == "state_dict_ema"
+    assert torch.equal(ckpt.state_dict["fc.weight"], ema.state_dict()["fc.weight"])
+    assert ckpt.carried["arch"] == ("test_resnet", "model_best.pth.tar args [model]")
+    assert ckpt.carried["img_size"][0] == 48
+    assert ckpt.carried["crop_pct"][0] == 0.9 and ckpt.carried["mean"][0] == [0.1, 0.2, 0.3]
+    assert "interpolation" not in ckpt.carried  # "" means the model's default
+    no_ema = read_checkpoint(fold, use_ema=False)
+    assert no_ema.entry == "state_dict"
+    assert torch.equal(no_ema.state_dict["fc.weight"], main.state_dict()["fc.weight"])
+
+
+def test_args_yaml_is_read_when_the_checkpoint_has_no_args(tmp_path):
+    path = save_bare(tmp_path / "fold0" / "model_best.pth.tar", tiny_model())
+    (tmp_path / "fold0" / "args.yaml").write_text("model: test_resnet\nnum_classes: 3\nimg_size: 40\n")
+    ckpt = read_checkpoint(find_folds(tmp_path)[0])
+    assert ckpt.fold.path == path
+    assert ckpt.carried["arch"] == ("test_resnet", f"{tmp_path / 'fold0' / 'args.yaml'} [model]")
+    assert ckpt.carried["img_size"][0] == 40
+
+
+def test_lightning_checkpoint_keeps_model_keys_and_drops_metrics(tmp_path):
+    model = tiny_model()
+    path = save_lightning(tmp_path / "x.ckpt", model, {"model_name": "test_resnet", "num_classes": 3})
+    ckpt = read_checkpoint(find_folds(path)[0])
+    assert ckpt.carried["arch"] == ("test_resnet", "x.ckpt hyper_parameters [model_name]")
+    fitted, dropped = fit_state_dict(ckpt.state_dict, set(model.state_dict()))
+    assert dropped == ["criterion.pos_weight", "train_acc.correct"]
+    assert fitted.keys() == model.state_dict().keys()
+
+
+def test_lightning_attribute_dict_hparams_load_without_lightning(tmp_path):
+    class AttributeDict(dict):
+        pass
+
+    AttributeDict.__module__ = "lightning.fabric.utilities.data"
+    AttributeDict.__qualname__ = "AttributeDict"
+    import sys
+    import types
+
+    module = types.ModuleType("lightning.fabric.utilities.data")
+    module.AttributeDict = AttributeDict
+    for name in ("lightning", "lightning.fabric", "lightning.fabric.utilities"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["lightning.fabric.utilities.data"] = module
+    try:
+        path = save_lightning(tmp_path / "x.ckpt", tiny_model(), AttributeDict(model_name="test_resnet"))
+    finally:
+        del sys.modules["lightning.fabric.utilities.data"]
+    ckpt = read_checkpoint(find_folds(path)[0])
+    assert ckpt.carried["arch"][0] == "test_resnet"
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+def test_wrapper_prefixes_are_stripped(tmp_path, prefix):
+    model = tiny_model()
+    ckpt = read_checkpoint(find_folds(save_bare(tmp_path / "f.pth", model, prefix=prefix))[0])
+    assert ckpt.entry == "(bare state_dict)"
+    fitted, dropped = fit_state_dict(ckpt.state_dict, set(model.state_dict()))
+    assert fitted.keys() == model.state_dict().keys() and dropped == []
+
+
+def test_safetensors_and_model_state_dict_key(tmp_path):
+    model = tiny_model()
+    assert read_checkpoint(find_folds(save_safetensors(tmp_path / "a.safetensors", model))[0]).entry == "(bare state_dict)"
+    torch.save({"model_state_dict": model.state_dict(), "epoch": 3}, tmp_path / "b.pt")
+    assert read_checkpoint(find_folds(tmp_path / "b.pt")[0]).entry == "model_state_dict"
+
+
+class Custom:  # an arbitrary class: loading it needs unsafe unpickling
+    def __init__(self):
+        self.x = 1
+
+
+def test_unsafe_pickle_is_refused_with_the_flag_named(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "f.pth"
+    torch.save({"state_dict": model.state_dict(), "extra": Custom()}, path)
+    with pytest.raises(CheckpointError) as e:
+        read_checkpoint(find_folds(path)[0])
+    assert str(path) in str(e.value) and "--allow-unsafe-pickle" in str(e.value)
+    assert "tests.pack.test_checkpoints.Custom" in str(e.value)
+    assert read_checkpoint(find_folds(path)[0], allow_unsafe=True).entry == "state_dict"
+
+
+def test_pickled_whole_module_needs_the_flag(tmp_path):
+    model = tiny_model()
+    torch.save(model, tmp_path / "whole.pth")
+    with pytest.raises(CheckpointError, match="unsafe unpickling"):
+        read_checkpoint(find_folds(tmp_path / "whole.pth")[0])
+    assert read_checkpoint(find_folds(tmp_path / "whole.pth")[0], allow_unsafe=True).entry == "(pickled module)"
+
+
+def test_argparse_namespace_is_allowed(tmp_path):
+    torch.save({"state_dict": tiny_model().state_dict(), "args": argparse.Namespace(model="test_resnet")}, tmp_path / "a.pth")
+    assert read_checkpoint(find_folds(tmp_path / "a.pth")[0]).carried["arch"][0] == "test_resnet"
+
+
+def test_file_without_weights_and_corrupt_files(tmp_path):
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "a.pth")
+    with pytest.raises(CheckpointError, match=r"has no state_dict: its top-level keys are \['epoch', 'lr'\]"):
+        read_checkpoint(find_folds(tmp_path / "a.pth")[0])
+    (tmp_path / "b.pth").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="b.pth"):
+        read_checkpoint(find_folds(tmp_path / "b.pth")[0])
+    (tmp_path / "c.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read .*c.safetensors as safetensors"):
+        read_checkpoint(find_folds(tmp_path / "c.safetensors")[0])

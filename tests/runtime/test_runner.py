@@ -1,0 +1,261 @@
+"""The whole runtime against an independent naive loop, and ``python -m submission`` as users call it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+from timm.data import create_transform
+
+from submission.__main__ import main
+from submission.errors import BundleError, DeviceError, InputError, OutputError
+from submission.manifest import TTA_PRESETS, load_manifest
+from submission.runner import Options, run
+from tests.bundles import (
+    make_images,
+    manifest,
+    preprocess,
+    save_model,
+    three_fold_models,
+    with_sample,
+    write_bundle,
+)
+
+# The TTA presets as sets of numpy operations on an (H, W, C) array, defined here independently of the runtime.
+NUMPY_TTA = {
+    "none": [lambda a: a],
+    "hflip": [lambda a: a, lambda a: a[:, ::-1]],
+    "vflip": [lambda a: a, lambda a: a[::-1]],
+    "flips": [lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]],
+    "d4": [lambda a, k=k, f=f: np.rot90(a[:, ::-1] if f else a, k) for f in (0, 1) for k in range(4)],
+}
+
+
+def naive_probabilities(bundle: Path, paths: list[Path]) -> np.ndarray:
+    """Each fold, each view, one image at a time, with timm's own eval transform; merged in plain numpy."""
+    m = load_manifest(bundle)
+    per_model = []  # [M][N][V] logit vectors
+    for spec in m.models:
+        model = timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **spec.kwargs).eval()
+        model.load_state_dict(load_file(str(bundle / spec.weights.path)))
+        pre = spec.preprocess
+        if pre.albumentations is None:
+            transform = create_transform(
+                input_size=pre.input_size, is_training=False, interpolation=pre.interpolation,
+                mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
+            )
+        else:
+            album = A.from_dict(pre.albumentations)
+            transform = lambda image, album=album: album(image=np.asarray(image))["image"]  # noqa: E731
+        outputs = []
+        for path in paths:
+            with Image.open(path) as image:
+                rgb = ImageOps.exif_transpose(image).convert("RGB")
+            hwc = transform(rgb).permute(1, 2, 0).numpy()
+            views = []
+            for tta in NUMPY_TTA[m.tta]:
+                x = torch.from_numpy(np.ascontiguousarray(tta(hwc))).permute(2, 0, 1)[None].float()
+                with torch.no_grad():
+                    views.append(model(x)[0].double().numpy())
+            outputs.append(views)
+        per_model.append(outputs)
+
+    def act(z):
+        if m.task == "multiclass":
+            e = np.exp(z - z.max())
+            return e / e.sum()
+        return 1 / (1 + np.exp(-z))
+
+    weights = [spec.weight for spec in m.models]
+    result = []
+    for i in range(len(paths)):
+        total = 0.0
+        for w, outputs in zip(weights, per_model):
+            views = outputs[i]
+            if m.merge == "mean":
+                total = total + w * np.mean([act(z) for z in views], axis=0)
+            elif m.merge == "gmean":
+                total = total + w * np.mean([np.log(act(z)) for z in views], axis=0)
+            else:
+                total = total + w * np.mean(views, axis=0)
+        total = total / sum(weights)
+        if m.merge == "gmean":
+            total = np.exp(total)
+            total = total / total.sum() if m.task == "multiclass" else total
+        elif m.merge == "logits":
+            total = act(total)
+        result.append(total)
+    return np.array(result)
+
+
+@pytest.fixture(scope="module")
+def test_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("test")
+    make_images(folder, n=11)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def folds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    return root, three_fold_models(root)
+
+
+def bundle_with(tmp_path: Path, folds, **kwargs) -> Path:
+    """A bundle with the module's three folds (weights copied) and the given manifest settings."""
+    root, models = folds
+    (tmp_path / "bundle" / "weights").mkdir(parents=True)
+    for spec in models:
+        shutil.copyfile(root / spec.weights.path, tmp_path / "bundle" / spec.weights.path)
+    return write_bundle(tmp_path / "bundle", manifest(models, **kwargs))
+
+
+def read_probs(path: Path) -> tuple[list[str], np.ndarray]:
+    table = pd.read_csv(path, dtype={"id": str})
+    return table["id"].tolist(), table.drop(columns="id").to_numpy()
+
+
+@pytest.mark.parametrize(
+    "task, tta, merge",
+    [("multiclass", "d4", "gmean"), ("multiclass", "hflip", "mean"), ("multiclass", "none", "logits"),
+     ("multilabel", "flips", "logits"), ("multilabel", "vflip", "mean"), ("multilabel", "d4", "gmean")],
+)
+def test_runtime_matches_naive_loop(tmp_path, folds, test_dir, task, tta, merge):
+    bundle = bundle_with(tmp_path, folds, task=task, tta=tta, merge=merge)
+    m = load_manifest(bundle)
+    out = tmp_path / "out" / "submission.csv"
+    result = run(test_dir, bundle, out, Options(batch_size=4, workers=0, quiet=True))
+    ids, got = read_probs(out)
+    paths = sorted(test_dir.iterdir(), key=lambda p: int(p.stem[3:]))
+    assert ids == [p.stem for p in paths]
+    assert (result.rows, result.columns) == (11, 5)
+    expected = naive_probabilities(bundle, paths)
+    np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)  # 6 decimals in the CSV
+    assert len(TTA_PRESETS[m.tta]) == len(NUMPY_TTA[m.tta])
+    assert np.ptp(expected, axis=0).max() > 0.05  # the images get visibly different predictions
+
+
+def test_albumentations_model_matches_naive_loop(tmp_path, test_dir):
+    transform = A.Compose([A.Resize(48, 48), A.Normalize(), ToTensorV2()])
+    pre = preprocess(48, albumentations=A.to_dict(transform))
+    bundle = tmp_path / "bundle"
+    models = (save_model(bundle, "fold0", "test_resnet", 3, pre, seed=5),
+              save_model(bundle, "fold1", "test_resnet", 3, preprocess(48), seed=6))
+    write_bundle(bundle, manifest(models, tta="hflip"))
+    run(test_dir, bundle, tmp_path / "s.csv", Options(workers=0, quiet=True))
+    paths = sorted(test_dir.iterdir(), key=lambda p: int(p.stem[3:]))
+    np.testing.assert_allclose(read_probs(tmp_path / "s.csv")[1], naive_probabilities(bundle, paths), atol=2e-6)
+
+
+def test_same_inputs_give_a_byte_identical_csv(tmp_path, folds, test_dir):
+    bundle = bundle_with(tmp_path, folds, tta="hflip")
+    outputs = []
+    for i, (batch, workers) in enumerate([(4, 0), (4, 0), (4, 2)]):
+        out = tmp_path / f"s{i}.csv"
+        run(test_dir, bundle, out, Options(batch_size=batch, workers=workers, quiet=True))
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_rows_follow_the_bundled_sample(tmp_path, folds, test_dir):
+    bundle = bundle_with(tmp_path, folds, fmt="label")
+    ids = ["img10", "img3", "img0", "img7"]
+    m = with_sample(bundle, load_manifest(bundle), ids)
+    write_bundle(bundle, m)
+    assert main([str(test_dir), "--bundle", str(bundle), "--out", str(tmp_path / "s.csv"), "--workers", "0"]) == 0
+    table = pd.read_csv(tmp_path / "s.csv", dtype=str)
+    assert table["id"].tolist() == ids and list(table.columns) == ["id", "label"]
+    assert set(table["label"]) <= set(m.classes)
+
+
+def test_ids_with_suffix(tmp_path, folds, test_dir):
+    bundle = bundle_with(tmp_path, folds, fmt="label")
+    names = ["img1.png", "img0.jpg"]
+    write_bundle(bundle, with_sample(bundle, load_manifest(bundle), names))
+    run(test_dir, bundle, tmp_path / "s.csv", Options(workers=0, quiet=True))
+    assert pd.read_csv(tmp_path / "s.csv", dtype=str)["id"].tolist() == names
+
+
+def test_cli_reports_where_it_wrote(tmp_path, folds, test_dir, capsys):
+    bundle = bundle_with(tmp_path, folds)
+    out = tmp_path / "out.csv"
+    assert main([str(test_dir), "--bundle", str(bundle), "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"wrote {out} (11 rows, 5 columns)")
+    assert captured.err == ""
+    assert main([str(test_dir), "--bundle", str(bundle), "--out", str(out), "--workers", "0"]) == 0
+    assert "11/11 images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "breakage, code, message",
+    [
+        ("sha", BundleError.exit_code, "weights/fold1.safetensors has sha256"),
+        ("missing_ids", InputError.exit_code, "1 of 12 ids of the sample submission have no image"),
+        ("no_bundle", BundleError.exit_code, "manifest.json not found; pass --bundle"),
+        ("out_is_dir", OutputError.exit_code, "is a folder"),
+        ("empty_test", InputError.exit_code, "no images found"),
+    ],
+)
+def test_cli_errors_name_the_problem(tmp_path, folds, test_dir, capsys, breakage, code, message):
+    bundle = bundle_with(tmp_path, folds)
+    data, out = test_dir, tmp_path / "s.csv"
+    if breakage == "sha":
+        target = bundle / "weights" / "fold1.safetensors"
+        content = target.read_bytes()
+        target.unlink()
+        target.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    elif breakage == "missing_ids":
+        write_bundle(bundle, with_sample(bundle, load_manifest(bundle), [f"img{i}" for i in range(12)]))
+    elif breakage == "no_bundle":
+        bundle = tmp_path / "nothing"
+    elif breakage == "out_is_dir":
+        out = tmp_path
+    elif breakage == "empty_test":
+        data = tmp_path / "empty"
+        data.mkdir()
+    assert main([str(data), "--bundle", str(bundle), "--out", str(out), "--workers", "0"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_device_cuda_without_gpu_is_a_clear_error(tmp_path, folds, test_dir, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    bundle = bundle_with(tmp_path, folds)
+    assert main([str(test_dir), "--bundle", str(bundle), "--out", str(tmp_path / "s.csv"), "--device", "cuda"]) == DeviceError.exit_code
+    assert "no GPU is visible" in capsys.readouterr().err
+
+
+def test_weights_of_the_wrong_architecture_name_the_file(tmp_path, test_dir, capsys):
+    bundle = tmp_path / "bundle"
+    spec = save_model(bundle, "fold0", "test_resnet", 3, preprocess(32), seed=0)
+    write_bundle(bundle, manifest((replace(spec, arch="test_efficientnet"),)))
+    assert main([str(test_dir), "--bundle", str(bundle), "--out", str(tmp_path / "s.csv")]) == BundleError.exit_code
+    err = capsys.readouterr().err
+    assert "model 'fold0': weights/fold0.safetensors does not fit 'test_efficientnet'" in err
+
+
+def test_module_entry_point_runs(tmp_path, folds, test_dir):
+    bundle = bundle_with(tmp_path, folds)
+    out = tmp_path / "s.csv"
+    proc = subprocess.run(
+        [sys.executable, "-m", "submission", str(test_dir), "--bundle", str(bundle), "--out", str(out)],
+        capture_output=True, text=True, cwd=Path(__file__).parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out} (11 rows" in proc.stdout
+    assert len(pd.read_csv(out)) == 11
