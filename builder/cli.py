@@ -96,6 +96,8 @@ def _report(bundle: Any) -> None:
         resize = "albumentations transform" if p.albumentations else f"{p.crop_mode} crop {p.crop_pct:g}, {p.interpolation}"
         _say(f"{f.name}: {f.arch}, {f.num_classes} classes, input {p.size[0]}x{p.size[1]} ({resize}); "
              f"weights: {f.entry} of {f.checkpoint}")
+        if f.why:
+            _say(f"  chose {f.checkpoint.name}: {f.why}")
         if f.dropped_keys:
             _say(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}")
     console.print(_settings_table(bundle))

@@ -25,7 +25,8 @@ def tiny_model(arch: str = "test_resnet", num_classes: int = 3, seed: int = 0, *
 def timm_args(arch: str, num_classes: int, img_size: int | None = None, **extra: Any) -> argparse.Namespace:
     """The args timm's train.py records (None and "" mean: the model's default)."""
     values = dict(model=arch, num_classes=num_classes, img_size=img_size, input_size=None, crop_pct=None,
-                  mean=None, std=None, interpolation="", model_kwargs={}, lr=0.01, epochs=3)
+                  mean=None, std=None, interpolation="", model_kwargs={}, bce_loss=False, smoothing=0.1, lr=0.01,
+                  epochs=3)
     values.update(extra)
     return argparse.Namespace(**values)
 
@@ -80,3 +81,32 @@ def mixed_runs(root: Path, arch: str = "test_resnet", num_classes: int = 3, img_
     save_bare(root / "fold2" / "model.pth", models[2], prefix="module.")
     (root / "fold2" / "args.yaml").write_text(yaml.safe_dump({"model": arch, "img_size": img_size}))
     return models[:3]
+
+
+def lightning_run(root: Path, cfg: Any, seed: int = 0) -> Path:
+    """A real one-epoch Lightning fit on the CPU of a tiny timm model that saves a Hydra-style config with
+    ``save_hyperparameters``; returns the .ckpt that Lightning's ModelCheckpoint wrote."""
+    import lightning as L
+
+    class Classifier(L.LightningModule):
+        def __init__(self, cfg: Any):
+            super().__init__()
+            self.save_hyperparameters(cfg)
+            self.model = timm.create_model(cfg.model.name, pretrained=False, num_classes=cfg.model.num_classes)
+            self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+
+        def training_step(self, batch: Any, index: int) -> torch.Tensor:
+            x, y = batch
+            return self.criterion(self.model(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    torch.manual_seed(seed)
+    size = cfg.data.img_size
+    data = torch.utils.data.TensorDataset(torch.randn(16, 3, size, size), torch.randint(0, cfg.model.num_classes, (16,)))
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(root))
+    trainer.fit(Classifier(cfg), torch.utils.data.DataLoader(data, batch_size=8))
+    (ckpt,) = (root / "checkpoints").glob("*.ckpt")
+    return ckpt

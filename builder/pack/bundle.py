@@ -108,7 +108,7 @@ def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> d
     s["format"] = fmt
     spec = formats.get(fmt.value)
 
-    classes = lookup("classes", *layers)
+    classes = lookup("classes", *layers) or _recorded(folds, "classes")
     if classes is not None:
         classes = Sourced(read_classes(classes.value, classes.source), classes.source)
     elif sample is not None and spec.per_class_columns:
@@ -164,6 +164,19 @@ def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> d
     else:
         s["fold_weights"] = Sourced((1.0,) * len(folds), "default (equal)")
     return s
+
+
+def _recorded(folds: list[Fold], name: str) -> Sourced | None:
+    """A setting every fold's training run recorded alike (None when none did); folds that disagree are an error."""
+    found = [(f, f.recorded[name]) for f in folds if name in f.recorded]
+    if not found:
+        return None
+    values = {repr(value) for _, (value, _) in found}
+    if len(values) > 1:
+        detail = "; ".join(f"{f.name}: {value!r} ({source})" for f, (value, source) in found)
+        raise ConfigError(f"the folds' training runs record different {name}: {detail}; pass --{name.replace('_', '-')}")
+    value, source = found[0][1]
+    return Sourced(value, source if len(found) == 1 else f"{source}, and the other folds alike")
 
 
 def _check_folds_agree(folds: list[Fold]) -> None:

@@ -1,16 +1,23 @@
-"""Fold checkpoints on disk -> one state_dict and the settings it carries per fold, read safely.
+"""Fold checkpoints on disk -> one state_dict and the settings it carries per fold, read without running code.
 
-Layouts: checkpoint files directly in the models folder (``fold0.pth``, ``fold_1.safetensors``) or one
-sub-folder per fold (timm's train.py: ``fold0/model_best.pth.tar`` with ``args.yaml`` beside it; Lightning:
-``fold0/checkpoints/*.ckpt``). Formats: bare state_dicts, safetensors, timm CheckpointSaver files, Lightning
-checkpoints, whole pickled modules (only with ``allow_unsafe``).
+Layouts (``--models``):
+- one checkpoint file, or checkpoint files directly in the folder, one per fold (``fold0.pth``, ``fold_1.safetensors``);
+- one sub-folder per fold, holding what its training script left: timm's train.py (``model_best.pth.tar`` beside
+  ``last.pth.tar``, ``checkpoint-*.pth.tar``, ``args.yaml``, ``summary.csv``), Lightning (``checkpoints/*.ckpt``),
+  timm's Hugging Face layout (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), or a script's own
+  (``best.pth``, ``last.pth``: several candidates need ``--pick``);
+- a single run's folder given as the models folder (its checkpoints are candidates of one fold).
+
+Formats: bare state_dicts, safetensors, timm CheckpointSaver files, Lightning checkpoints, dicts with the weights
+under ``state_dict``/``model_state_dict``/... Pickles are read by ``safe_pickle`` (metadata of any class as inert
+data); a whole pickled module needs ``allow_unsafe``.
 """
 
 from __future__ import annotations
 
-import argparse
 import fnmatch
-import pickle
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,36 +28,27 @@ import yaml
 from safetensors import safe_open
 
 from builder.errors import CheckpointError
+from builder.pack import safe_pickle
+from builder.pack.recorded import Found, settings_in, settings_in_hf_config
 from submission.inputs.images import natural_key
 
 CHECKPOINT_SUFFIXES = (".pth.tar", ".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".tar")
-PREFERRED_STEMS = ("model_best", "best")  # timm's train.py keeps its best epoch as model_best.pth.tar
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # timm's save_for_hf / push_to_hub, in order of preference
 SKIPPED_FOLDERS = {"wandb", "__pycache__", "lightning_logs_tmp"}
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
 EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
-
-
-class _AttributeDict:
-    """Stands in for Lightning's AttributeDict (a dict subclass): unpickles as a plain dict, without Lightning."""
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> dict:  # type: ignore[misc]
-        return dict()
-
-
-SAFE_GLOBALS = [
-    argparse.Namespace,
-    (_AttributeDict, "lightning.fabric.utilities.data.AttributeDict"),
-    (_AttributeDict, "lightning_fabric.utilities.data.AttributeDict"),
-    (_AttributeDict, "pytorch_lightning.utilities.parsing.AttributeDict"),
-]
+# names a training script gives the checkpoints of ONE run (not folds): best, last, epoch N, step N
+_RUN_CHECKPOINT = re.compile(r"(model_best|best|last|final|checkpoint|ckpt|epoch|step)([-_=.].*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class FoldFile:
-    name: str  # fold name: the file's stem, or the sub-folder's name
-    path: Path  # the checkpoint file
-    args_file: Path | None  # timm train.py's args.yaml for this fold, if there is one
+    name: str  # fold name: the file's stem, or the fold folder's name
+    path: Path  # the weights file
+    args_file: Path | None = None  # timm train.py's args.yaml for this fold, if there is one
+    config_file: Path | None = None  # timm's Hugging Face config.json, for that layout
+    why: str = ""  # why this file was chosen among the fold folder's candidates (empty when it was the only one)
 
 
 @dataclass
@@ -58,7 +56,7 @@ class Checkpoint:
     fold: FoldFile
     state_dict: dict[str, torch.Tensor]  # as stored (prefixes are stripped when fitted to the model)
     entry: str  # where in the file the weights were: "state_dict_ema", "state_dict", "(bare state_dict)", ...
-    carried: dict[str, tuple[Any, str]] = field(default_factory=dict)  # setting -> (value, where it was found)
+    carried: Found = field(default_factory=dict)  # setting -> (value, where it was found)
 
 
 def _is_checkpoint(path: Path) -> bool:
@@ -73,23 +71,67 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def _choose(candidates: list[Path], folder: Path, pick: str | None) -> Path:
+def _is_run_checkpoint(path: Path) -> bool:
+    stem = _stem(path)
+    return bool(_RUN_CHECKPOINT.fullmatch(stem)) and "fold" not in stem.lower()
+
+
+def _hf_config(folder: Path) -> Path | None:
+    """``folder/config.json`` when it is timm's Hugging Face config (it names the architecture)."""
+    path = folder / "config.json"
+    if not path.is_file() or not any((folder / w).is_file() for w in HF_WEIGHTS):
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return None
+    return path if isinstance(data, dict) and "architecture" in data else None
+
+
+def _listing(paths: list[Path], folder: Path) -> str:
+    return ", ".join(str(p.relative_to(folder)) for p in paths)
+
+
+def _choose(candidates: list[Path], folder: Path, pick: str | None) -> tuple[Path, str]:
+    """The fold's checkpoint among ``candidates`` in ``folder``, and why it was chosen."""
     if pick is not None:
-        candidates = [p for p in candidates if fnmatch.fnmatch(p.name, pick)]
-        if len(candidates) != 1:
-            found = ", ".join(str(p.relative_to(folder)) for p in candidates) or "none"
+        matching = [p for p in candidates if fnmatch.fnmatch(p.name, pick)]
+        if len(matching) != 1:
+            found = _listing(matching, folder) or "none"
             raise CheckpointError(f"--pick {pick!r} must match exactly one checkpoint in {folder}; it matches: {found}")
-        return candidates[0]
+        others = [p for p in candidates if p != matching[0]]
+        return matching[0], f"--pick {pick!r}" + (f" (also there: {_listing(others, folder)})" if others else "")
     if len(candidates) == 1:
-        return candidates[0]
-    preferred = [p for p in candidates if _stem(p).lower() in PREFERRED_STEMS]
-    if len(preferred) == 1:
-        return preferred[0]
-    names = ", ".join(str(p.relative_to(folder)) for p in candidates)
+        return candidates[0], ""
+    best = [p for p in candidates if p.name == "model_best.pth.tar"]
+    timm_rest = all(p.name == "last.pth.tar" or re.fullmatch(r"checkpoint-\d+\.pth\.tar", p.name)
+                    for p in candidates if p not in best)
+    if len(best) == 1 and timm_rest:
+        others = [p for p in candidates if p != best[0]]
+        return best[0], f"timm's train.py keeps its best epoch as model_best.pth.tar (also there: {_listing(others, folder)})"
     raise CheckpointError(
-        f"{folder} holds several checkpoints ({names}); choose one per fold with --pick "
-        "(a file name pattern such as 'last.ckpt'), or keep only the one to submit"
+        f"{folder} holds several checkpoints ({_listing(candidates, folder)}) and none is the obvious one; choose "
+        "with --pick (a file name pattern such as 'best.pth' or 'last.ckpt'), or keep only the one to submit"
     )
+
+
+def _fold_in_folder(folder: Path, name: str, pick: str | None, models: Path) -> FoldFile | None:
+    """The fold a folder holds: timm's Hugging Face layout, or the one checkpoint among its candidates."""
+    config = _hf_config(folder)
+    if config is not None:
+        weights = [folder / w for w in HF_WEIGHTS if (folder / w).is_file()]
+        why = "timm's Hugging Face layout (config.json)"
+        if len(weights) > 1:
+            why += f"; {weights[0].name} preferred to {weights[1].name}"
+        return FoldFile(name, weights[0], None, config, why)
+    candidates = sorted(
+        (p for p in folder.rglob("*") if _is_checkpoint(p) and not _hidden_or_skipped(p.relative_to(folder))),
+        key=lambda p: natural_key(str(p.relative_to(folder))),
+    )
+    if not candidates:
+        return None
+    chosen, why = _choose(candidates, folder, pick)
+    return FoldFile(name, chosen, _args_file(chosen.parent, folder, models), None, why)
 
 
 def _args_file(*folders: Path) -> Path | None:
@@ -100,13 +142,18 @@ def _args_file(*folders: Path) -> Path | None:
 
 
 def find_folds(models: Path, pick: str | None = None) -> list[FoldFile]:
-    """The fold checkpoints of ``models``: a file, checkpoint files directly inside, or one per sub-folder."""
+    """The fold checkpoints of ``models``: a file, checkpoint files directly inside, one per sub-folder, or the
+    folder of a single run."""
     models = Path(models)
     if models.is_file():
-        return [FoldFile(_stem(models), models, _args_file(models.parent))]
+        config = _hf_config(models.parent) if models.name in HF_WEIGHTS else None
+        name = models.parent.name if config else _stem(models)
+        return [FoldFile(name, models, _args_file(models.parent), config)]
     if not models.is_dir():
         raise CheckpointError(f"--models {models} does not exist")
     direct = sorted((p for p in models.iterdir() if _is_checkpoint(p)), key=lambda p: natural_key(p.name))
+    if _hf_config(models) is not None or (direct and all(_is_run_checkpoint(p) for p in direct)):
+        return [f for f in [_fold_in_folder(models, models.resolve().name, pick, models)] if f]  # one run's folder
     if pick is not None:
         direct = [p for p in direct if fnmatch.fnmatch(p.name, pick)]
     if direct:
@@ -114,13 +161,9 @@ def find_folds(models: Path, pick: str | None = None) -> list[FoldFile]:
     folds = []
     subfolders = [d for d in models.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in SKIPPED_FOLDERS]
     for sub in sorted(subfolders, key=lambda d: natural_key(d.name)):
-        candidates = sorted(
-            (p for p in sub.rglob("*") if _is_checkpoint(p) and not _hidden_or_skipped(p.relative_to(sub))),
-            key=lambda p: natural_key(str(p)),
-        )
-        if candidates:
-            chosen = _choose(candidates, sub, pick)
-            folds.append(FoldFile(sub.name, chosen, _args_file(chosen.parent, sub, models)))
+        fold = _fold_in_folder(sub, sub.name, pick, models)
+        if fold is not None:
+            folds.append(fold)
     if not folds:
         raise CheckpointError(
             f"no checkpoints found in {models}: looked for {', '.join(CHECKPOINT_SUFFIXES)} files directly "
@@ -140,26 +183,30 @@ def _load_object(path: Path, allow_unsafe: bool) -> Any:
                 return {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:
             raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
+    if allow_unsafe:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise CheckpointError(f"cannot read {path} even with --allow-unsafe-pickle: {type(e).__name__}: {e}") from None
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_unsafe:
-            try:
-                unsafe = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or str(e)
-            except Exception:
-                unsafe = str(e).splitlines()[0]
-            raise CheckpointError(
-                f"{path} can only be read by unsafe unpickling, which runs code from the file (it needs: {unsafe}). "
-                "Re-save it with torch.save(model.state_dict(), ...), or, if you trust the file, pass "
-                "--allow-unsafe-pickle"
-            ) from None
+        obj = safe_pickle.load(path)
+    except safe_pickle.Refused as e:
+        raise CheckpointError(
+            f"{path} refused: reading it would call {e.name}, which is not the constructor of plain data, so it "
+            "could run code from the file; nothing of it was run. Re-save the checkpoint with "
+            "torch.save({'state_dict': model.state_dict(), ...}), or, if you trust the file, pass --allow-unsafe-pickle"
+        ) from None
     except Exception as e:
         raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"cannot read {path} even with --allow-unsafe-pickle: {type(e).__name__}: {e}") from None
+    modules = safe_pickle.modules_in(obj)
+    if modules:
+        raise CheckpointError(
+            f"{path} holds a whole pickled model ({modules[0]}), which only unsafe unpickling can rebuild: it runs "
+            "the model's code from wherever the class lives. Re-save it with torch.save(model.state_dict(), ...), "
+            "or, if you trust the file, pass --allow-unsafe-pickle (the weights are then converted to a state_dict "
+            "at pack time, so the image never unpickles code)"
+        )
+    return obj
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -178,63 +225,45 @@ def _extract(obj: Any, path: Path, use_ema: bool) -> tuple[dict[str, torch.Tenso
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state_dict or a checkpoint dict")
     for key in (EMA_KEYS if use_ema else ()) + STATE_DICT_KEYS:
-        if _is_state_dict(obj.get(key)):
-            return dict(obj[key]), key
+        value = obj.get(key)
+        if isinstance(value, torch.nn.Module):
+            return value.state_dict(), f"{key} (pickled module)"
+        if _is_state_dict(value):
+            return dict(value), key
     raise CheckpointError(
         f"{path} has no state_dict: its top-level keys are {sorted(map(str, obj))[:12]}; "
         f"expected a bare state_dict or one of {', '.join(EMA_KEYS + STATE_DICT_KEYS)}"
     )
 
 
-# Settings a training run records, as named by timm's train.py args, mapped to builder setting names.
-_ARG_SETTINGS = {
-    "model": "arch",
-    "arch": "arch",
-    "model_name": "arch",
-    "num_classes": "num_classes",
-    "img_size": "img_size",
-    "input_size": "input_size",
-    "crop_pct": "crop_pct",
-    "crop_mode": "crop_mode",
-    "mean": "mean",
-    "std": "std",
-    "interpolation": "interpolation",
-    "model_kwargs": "model_kwargs",
-}
+def _read_config(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
-def _settings_from_args(args: Mapping[str, Any], source: str) -> dict[str, tuple[Any, str]]:
-    """The settings a training config records; None and "" mean "the model's default" in timm and are skipped."""
-    found = {}
-    for key, setting in _ARG_SETTINGS.items():
-        value = args.get(key)
-        if value is not None and value != "" and value != {} and setting not in found:
-            found[setting] = (value, f"{source} [{key}]")
-    return found
-
-
-def _carried(obj: Any, fold: FoldFile) -> dict[str, tuple[Any, str]]:
-    """Settings found in the checkpoint file (timm args, Lightning hparams, timm arch) and in args.yaml."""
-    layers: list[dict[str, tuple[Any, str]]] = []
+def _carried(obj: Any, fold: FoldFile) -> Found:
+    """Settings found in the checkpoint (timm args, Lightning hparams, timm's arch key), in args.yaml and in
+    timm's Hugging Face config.json; the first source that names a setting wins."""
+    layers: list[Found] = []
+    if fold.config_file is not None:
+        config = _read_config(fold.config_file)
+        if isinstance(config, Mapping):
+            layers.append(settings_in_hf_config(config, f"{fold.config_file.parent.name}/{fold.config_file.name}"))
     if isinstance(obj, Mapping):
-        args = obj.get("args")
-        if isinstance(args, argparse.Namespace):
-            args = vars(args)
-        if isinstance(args, Mapping):
-            layers.append(_settings_from_args(args, f"{fold.path.name} args"))
-        hparams = obj.get("hyper_parameters")
-        if isinstance(hparams, Mapping):
-            layers.append(_settings_from_args(hparams, f"{fold.path.name} hyper_parameters"))
+        for key in ("args", "hyper_parameters", "hparams", "config", "cfg"):
+            recorded = safe_pickle.plain(obj.get(key))
+            if isinstance(recorded, Mapping):
+                layers.append(settings_in(recorded, f"{fold.path.name} {key}"))
     if fold.args_file is not None:
-        try:
-            args = yaml.safe_load(fold.args_file.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"cannot read {fold.args_file}: {e}") from None
+        args = _read_config(fold.args_file)
         if isinstance(args, Mapping):
-            layers.append(_settings_from_args(args, str(fold.args_file)))
+            layers.append(settings_in(args, str(fold.args_file)))
     if isinstance(obj, Mapping) and isinstance(obj.get("arch"), str):
         layers.append({"arch": (obj["arch"], f"{fold.path.name} [arch]")})
-    carried: dict[str, tuple[Any, str]] = {}
+    carried: Found = {}
     for layer in layers:
         for key, value in layer.items():
             carried.setdefault(key, value)

@@ -29,6 +29,8 @@ class Fold:
     model: torch.nn.Module  # loaded and checked, on the CPU, eval mode
     sources: dict[str, Sourced] = field(default_factory=dict)  # setting -> value and where it came from
     dropped_keys: list[str] = field(default_factory=list)  # checkpoint keys outside the model (Lightning metrics)
+    recorded: dict[str, tuple[Any, str]] = field(default_factory=dict)  # what the training run recorded
+    why: str = ""  # why this checkpoint file was chosen in its fold folder
 
     @property
     def arch(self) -> str:
@@ -136,7 +138,7 @@ def prepare_fold(checkpoint: Checkpoint, layers: tuple[Layer, ...]) -> Fold:
     spec = _spec(checkpoint.fold.name, str(arch.value), num.value, kwargs, preprocess)
     _check_forward(model, spec, path)
     return Fold(name=checkpoint.fold.name, checkpoint=path, entry=checkpoint.entry, spec=spec, model=model,
-                sources=sources, dropped_keys=dropped)
+                sources=sources, dropped_keys=dropped, recorded=checkpoint.carried, why=checkpoint.fold.why)
 
 
 def _preprocess(layers: tuple[Layer, ...], model: torch.nn.Module, arch: str, path: Path,

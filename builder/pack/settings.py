@@ -42,8 +42,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("pick", str, "File name pattern choosing the checkpoint in each fold's folder, e.g. 'last.ckpt'."),
     Setting("ema", bool, "Use state_dict_ema when a checkpoint has one (--no-ema: state_dict).", True,
             flag="--ema/--no-ema"),
-    Setting("allow_unsafe_pickle", bool, "Read checkpoints that need full unpickling (runs code from the file: only "
-            "for files you trust).", False, flag="--allow-unsafe-pickle"),
+    Setting("allow_unsafe_pickle", bool, "Read checkpoints by full unpickling, which runs code from the file: for a "
+            "whole pickled model (torch.save(model)) you trust. It is converted to a state_dict at pack time.", False,
+            flag="--allow-unsafe-pickle"),
     # the model of each fold
     Setting("arch", str, "timm model name for every fold (default: what the checkpoints record).", per_fold=True),
     Setting("num_classes", int, "Classes of the model head (default: from the checkpoint's classifier).", per_fold=True),

@@ -239,6 +239,7 @@ def test_cli_bundle_only(runs, tmp_path):
     result = CliRunner().invoke(app, ["pack", "--models", str(runs[0]), "--bundle-only", str(tmp_path / "b"), "--tta", "hflip"])
     assert result.exit_code == 0, result.output
     assert "where each setting came from" in result.output and "model_best.pth.tar args [model]" in result.output
+    assert "chose model_best.pth.tar: timm's train.py keeps its best epoch as model_best.pth.tar" in result.output
     assert load_manifest(tmp_path / "b").tta == "hflip"
     failed = CliRunner().invoke(app, ["pack", "--models", str(tmp_path / "none"), "--bundle-only", str(tmp_path / "c")])
     assert failed.exit_code == 11 and "does not exist" in failed.output
@@ -270,3 +271,36 @@ def test_cli_errors_keep_their_brackets(runs, tmp_path):
                                       "--bundle-only", str(tmp_path / "b")])
     assert result.exit_code == 12
     assert "img_size from pack.yaml [img_size] must be numbers, got 'big'" in result.output
+
+
+def test_a_real_lightning_run_with_a_hydra_config_packs_with_the_sample_alone(tmp_path):
+    from omegaconf import OmegaConf
+
+    from tests.runs import lightning_run
+
+    cfg = OmegaConf.create({"model": {"name": "test_resnet", "num_classes": 3},
+                            "data": {"img_size": 40, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+                            "loss": "cross_entropy", "trainer": {"max_epochs": 1}})
+    for fold in range(2):
+        lightning_run(tmp_path / "runs" / f"fold{fold}", cfg, seed=fold)
+    sample = write_sample(tmp_path / "s.csv", ["id", "label"], ["a", "b"], "0")
+    bundle = pack(tmp_path / "runs", tmp_path / "b", sample=sample)
+    fold = bundle.folds[0]
+    assert fold.checkpoint.name == "epoch=0-step=2.ckpt"
+    assert fold.sources["arch"].source == "epoch=0-step=2.ckpt hyper_parameters [model.name]"
+    assert fold.preprocess.input_size == (3, 40, 40) and fold.preprocess.std == (0.25, 0.25, 0.25)
+    assert fold.sources["mean"].source == "epoch=0-step=2.ckpt hyper_parameters [data.mean]"
+    assert bundle.folds[1].checkpoint.parent.parent.name == "fold1" and fold.dropped_keys == []
+
+
+def test_hugging_face_label_names_become_the_classes(tmp_path):
+    from timm.models import save_for_hf
+
+    for fold in range(2):
+        save_for_hf(tiny_model(seed=fold), str(tmp_path / "runs" / f"fold{fold}"),
+                    model_config={"label_names": ["cat", "dog", "fox"]}, safe_serialization=True)
+    sample = write_sample(tmp_path / "s.csv", ["id", "dog", "fox", "cat"], ["a"], "0.3")
+    bundle = pack(tmp_path / "runs", tmp_path / "b", sample=sample)
+    m = load_manifest(bundle.path)
+    assert m.classes == ("cat", "dog", "fox") and m.output.columns == ("id", "dog", "fox", "cat")
+    assert bundle.settings["classes"].source == "fold0/config.json [label_names], and the other folds alike"

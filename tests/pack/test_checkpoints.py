@@ -52,7 +52,7 @@ def test_lightning_layout_is_found_in_nested_checkpoints_folder(tmp_path):
 def test_several_checkpoints_in_a_fold_need_pick(tmp_path):
     save_lightning(tmp_path / "fold0" / "checkpoints" / "epoch=3.ckpt", tiny_model())
     save_lightning(tmp_path / "fold0" / "checkpoints" / "last.ckpt", tiny_model())
-    with pytest.raises(CheckpointError, match="holds several checkpoints .*choose one per fold with --pick"):
+    with pytest.raises(CheckpointError, match=r"holds several checkpoints \(checkpoints/epoch=3.ckpt, checkpoints/last.ckpt\) and none is the obvious one; choose with --pick"):
         find_folds(tmp_path)
     assert names(find_folds(tmp_path, pick="last.ckpt")) == [("fold0", "last.ckpt")]
     with pytest.raises(CheckpointError, match="--pick 'nothing\\*' must match exactly one checkpoint"):
@@ -146,20 +146,17 @@ def test_safetensors_and_model_state_dict_key(tmp_path):
     assert read_checkpoint(find_folds(tmp_path / "b.pt")[0]).entry == "model_state_dict"
 
 
-class Custom:  # an arbitrary class: loading it needs unsafe unpickling
+class Custom:  # an arbitrary class of the training code: read as inert data, nothing of it called
     def __init__(self):
         self.x = 1
 
 
-def test_unsafe_pickle_is_refused_with_the_flag_named(tmp_path):
+def test_objects_of_arbitrary_classes_are_read_as_data(tmp_path):
     model = tiny_model()
     path = tmp_path / "f.pth"
-    torch.save({"state_dict": model.state_dict(), "extra": Custom()}, path)
-    with pytest.raises(CheckpointError) as e:
-        read_checkpoint(find_folds(path)[0])
-    assert str(path) in str(e.value) and "--allow-unsafe-pickle" in str(e.value)
-    assert "tests.pack.test_checkpoints.Custom" in str(e.value)
-    assert read_checkpoint(find_folds(path)[0], allow_unsafe=True).entry == "state_dict"
+    torch.save({"state_dict": model.state_dict(), "extra": Custom(), "args": {"model": "test_resnet"}}, path)
+    ckpt = read_checkpoint(find_folds(path)[0])
+    assert ckpt.entry == "state_dict" and ckpt.carried["arch"] == ("test_resnet", "f.pth args [model]")
 
 
 def test_pickled_whole_module_needs_the_flag(tmp_path):
@@ -185,3 +182,58 @@ def test_file_without_weights_and_corrupt_files(tmp_path):
     (tmp_path / "c.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot read .*c.safetensors as safetensors"):
         read_checkpoint(find_folds(tmp_path / "c.safetensors")[0])
+
+
+def test_timm_train_folder_chooses_model_best_and_says_why(tmp_path):
+    folder = tmp_path / "fold0"
+    save_timm(folder, tiny_model(), timm_args("test_resnet", 3, 48))
+    for extra in ("checkpoint-0.pth.tar", "checkpoint-1.pth.tar"):
+        (folder / extra).write_bytes((folder / "last.pth.tar").read_bytes())
+    (folder / "summary.csv").write_text("epoch,train_loss,eval_top1\n0,1.0,0.5\n1,0.8,0.6\n")
+    (fold,) = find_folds(tmp_path)
+    assert fold.path.name == "model_best.pth.tar" and fold.args_file == folder / "args.yaml"
+    assert fold.why == ("timm's train.py keeps its best epoch as model_best.pth.tar (also there: checkpoint-0.pth.tar, "
+                        "checkpoint-1.pth.tar, last.pth.tar)")
+    assert find_folds(folder)[0].path == fold.path  # the run's folder given as --models
+
+
+def test_a_scripts_own_best_and_last_need_pick(tmp_path):
+    """best.pth, best_acc.pth, last.pth with model_state_dict (a common training loop), with and without module."""
+    for fold in range(2):
+        model = tiny_model(seed=fold)
+        for name in ("best.pth", "best_acc.pth", "last.pth"):
+            state = {("module." if fold else "") + k: v for k, v in model.state_dict().items()}
+            save = {"epoch": 4, "model_state_dict": state, "optimizer_adam_state_dict": {}, "scheduler_cos_state_dict": {}}
+            (tmp_path / f"fold{fold}").mkdir(exist_ok=True)
+            torch.save(save, tmp_path / f"fold{fold}" / name)
+    with pytest.raises(CheckpointError, match=r"fold0 holds several checkpoints \(best.pth, best_acc.pth, last.pth\)"):
+        find_folds(tmp_path)
+    folds = find_folds(tmp_path, pick="best.pth")
+    assert names(folds) == [("fold0", "best.pth"), ("fold1", "best.pth")]
+    assert folds[0].why == "--pick 'best.pth' (also there: best_acc.pth, last.pth)"
+    ckpt = read_checkpoint(folds[1])
+    assert ckpt.entry == "model_state_dict"
+    fitted, _ = fit_state_dict(ckpt.state_dict, set(tiny_model().state_dict()))
+    assert torch.equal(fitted["fc.weight"], tiny_model(seed=1).state_dict()["fc.weight"])
+    with pytest.raises(CheckpointError, match="holds several checkpoints"):
+        find_folds(tmp_path / "fold0")  # one run's folder as --models: its files are candidates, not folds
+
+
+def test_timm_hugging_face_layout(tmp_path):
+    from timm.models import save_for_hf
+
+    model = tiny_model("test_efficientnet", num_classes=3)
+    for i, safe in enumerate((True, "both")):
+        save_for_hf(model, str(tmp_path / f"fold{i}"), model_config={"label_names": ["cat", "dog", "fox"]},
+                    safe_serialization=safe)
+    folds = find_folds(tmp_path)
+    assert names(folds) == [("fold0", "model.safetensors"), ("fold1", "model.safetensors")]
+    assert folds[1].why == "timm's Hugging Face layout (config.json); model.safetensors preferred to pytorch_model.bin"
+    carried = read_checkpoint(folds[0]).carried
+    assert carried["arch"] == ("test_efficientnet", "fold0/config.json [architecture]")
+    assert carried["num_classes"] == (3, "fold0/config.json [num_classes]")
+    assert carried["classes"] == (["cat", "dog", "fox"], "fold0/config.json [label_names]")
+    cfg = model.pretrained_cfg
+    for key in ("input_size", "crop_pct", "interpolation", "mean", "std"):
+        assert tuple(carried[key][0]) if isinstance(carried[key][0], list) else carried[key][0] == cfg[key], key
+    assert names(find_folds(tmp_path / "fold0")) == [("fold0", "model.safetensors")]  # one fold folder as --models
