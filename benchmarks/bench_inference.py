@@ -90,7 +90,7 @@ class FolderImages(Dataset):
 def naive(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, workers: int) -> tuple[float, np.ndarray]:
     models = []
     for spec in manifest.models:
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **spec.kwargs)
+        model = timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
         model.load_state_dict(load_file(str(bundle / spec.weights.path)))
         models.append((spec, model.eval()))
     views = TTA_PRESETS[manifest.tta]

@@ -94,10 +94,14 @@ def _report(bundle: Any) -> None:
     for f in bundle.folds:
         p = f.preprocess
         resize = "albumentations transform" if p.albumentations else f"{p.crop_mode} crop {p.crop_pct:g}, {p.interpolation}"
-        _say(f"{f.name}: {f.arch}, {f.num_classes} classes, input {p.size[0]}x{p.size[1]} ({resize}); "
+        outputs = f"{f.heads[0].size} outputs" if len(f.heads) == 1 else "heads " + ", ".join(f"{h.name}={h.size}" for h in f.heads)
+        _say(f"{f.name}: {f.arch}, {outputs}, input {p.size[0]}x{p.size[1]} ({resize}); "
              f"weights: {f.entry} of {f.checkpoint}")
         if f.why:
             _say(f"  chose {f.checkpoint.name}: {f.why}")
+        if f.asked:
+            _say(f"  its constructor asked for {'; '.join(f.asked)}: none fetched; every parameter comes from the "
+                 "checkpoint (strict load)")
         if f.dropped_keys:
             _say(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}")
     console.print(_settings_table(bundle))
@@ -108,10 +112,12 @@ def _setting_parameters() -> list[inspect.Parameter]:
     """One keyword parameter of ``pack`` per declared setting (None: not given on the command line)."""
     parameters = []
     for s in SETTINGS:
-        declaration = s.flag or s.option
-        option = typer.Option(None, *declaration.split(" "), help=s.help + (f" [default: {s.default}]" if s.default is not None and s.type is not bool else ""))
-        parameters.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                            annotation=Optional[s.type]))
+        if not s.cli:
+            continue
+        default = f" [default: {s.default}]" if s.default is not None and s.type is not bool else ""
+        option = typer.Option(None, *(s.flag or s.option).split(" "), help=s.help + default)
+        annotation = Optional[list[str]] if s.type is list else Optional[s.type]
+        parameters.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
     return parameters
 
 

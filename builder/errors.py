@@ -30,6 +30,12 @@ class ConfigError(BuilderError):
     exit_code = 12
 
 
+class CodeError(BuilderError):
+    """The user's model code or metadata encoder cannot be frozen, imported or run at pack time."""
+
+    exit_code = 13
+
+
 class DockerError(BuilderError):
     """The Docker engine is unreachable, or an image cannot be built, loaded or run."""
 

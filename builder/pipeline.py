@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.image.lock import RUNTIME_PACKAGES
+from builder.environment import RUNTIME_PACKAGES
 from builder.pack.bundle import Bundle, PackRequest, make_bundle
 from builder.pack.folds import Fold
 
@@ -65,10 +65,11 @@ def pack(
         with phase("checking folds"):
             bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
         extras = ("albumentations",) if any(m.preprocess.albumentations for m in bundle.manifest.models) else ()
+        extras += tuple(r.split("==")[0] for r in bundle.manifest.requirements)
         with phase(f"environment image on {base_image}"):
             env = images.ensure_env_image(client, base_image, RUNTIME_PACKAGES + extras, log)
         with phase(f"writing the layers of {tag}"):
             image = images.build_submission_image(client, env, bundle.path, bundle.manifest, tag)
         with phase(f"smoke run of {tag}"):
-            smoke = images.smoke_run(client, tag, bundle.manifest)
+            smoke = images.smoke_run(client, tag, bundle.manifest, metadata_rows=bundle.metadata_rows)
     return PackResult(bundle, env, image, smoke)

@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fail on an image that cannot be decoded (default: predict it from a blank image and report it)",
     )
     parser.add_argument("--recursive", action="store_true", help="take images from sub-folders of TEST_DIR too")
+    parser.add_argument("--metadata", type=Path, default=None,
+                        help="the metadata CSV, for models that take metadata (default: where the bundle says, in TEST_DIR)")
+    parser.add_argument("--metadata-missing", choices=("error", "fill"), default="error",
+                        help="an image without a metadata row: an error (default), or the fill values, reported")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         ignore_sample=args.ignore_sample,
         strict=args.strict,
         recursive=args.recursive,
+        metadata=args.metadata,
+        metadata_missing=args.metadata_missing,
     )
     try:
         result = run(args.test_dir, args.bundle, args.out, options)

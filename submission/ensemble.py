@@ -1,13 +1,18 @@
-"""Merge the logits of every model and TTA view into one probability per image and class."""
+"""Merge the logits of every model and TTA view into probabilities per head, then combine the heads into classes."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 
 def activate(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Softmax over classes (multiclass) or an independent sigmoid per class (multilabel)."""
-    return logits.softmax(-1) if task == "multiclass" else logits.sigmoid()
+    """Softmax over a head's outputs (multiclass), an independent sigmoid per output (multilabel), or the
+    raw value (regression)."""
+    if task == "multiclass":
+        return logits.softmax(-1)
+    return logits.sigmoid() if task == "multilabel" else logits
 
 
 def log_activate(logits: torch.Tensor, task: str) -> torch.Tensor:
@@ -15,11 +20,11 @@ def log_activate(logits: torch.Tensor, task: str) -> torch.Tensor:
 
 
 def merge(logits: torch.Tensor, weights: torch.Tensor, mode: str, task: str) -> torch.Tensor:
-    """[M models, V views, B images, C classes] logits -> [B, C] probabilities.
+    """[M models, V views, B images, K outputs] logits of one head -> [B, K] probabilities (values for regression).
 
     Views count equally within a model; models count by ``weights`` (normalised to sum to 1).
     - ``mean``: weighted arithmetic mean of probabilities;
-    - ``gmean``: weighted geometric mean of probabilities (renormalised over classes for multiclass);
+    - ``gmean``: weighted geometric mean of probabilities (renormalised over the head for multiclass);
     - ``logits``: weighted mean of logits, then the activation.
     """
     w = (weights / weights.sum()).to(logits.dtype).view(-1, 1, 1)
@@ -31,3 +36,19 @@ def merge(logits: torch.Tensor, weights: torch.Tensor, mode: str, task: str) -> 
         log_p = (log_activate(logits, task).mean(1) * w).sum(0)
         return log_p.softmax(-1) if task == "multiclass" else log_p.exp()
     raise ValueError(f"unknown merge mode {mode!r}")
+
+
+def combine(heads: Sequence[torch.Tensor], task: str) -> torch.Tensor:
+    """Per-head [B, K_h] probabilities -> [B, C] class probabilities.
+
+    Multiclass: the product of the heads, first head most significant (class = h0 * K1 * K2 + h1 * K2 + h2), so
+    the most probable class is the heads' most probable outputs combined. Multilabel: the heads side by side.
+    """
+    if len(heads) == 1:
+        return heads[0]
+    if task != "multiclass":
+        return torch.cat(list(heads), dim=1)
+    joint = heads[0]
+    for head in heads[1:]:
+        joint = (joint[:, :, None] * head[:, None, :]).reshape(len(joint), -1)
+    return joint

@@ -3,6 +3,10 @@
 Every setting the runtime uses is in the manifest; reading it requires every field, so nothing falls back to
 a default in code that could differ between pack time and run time. Values are validated when the
 dataclasses are built, so a bad bundle fails at pack time, not on the leaderboard.
+
+Schema version 2: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
+its outputs are one or several heads; images may come with metadata features. Version 1 bundles (timm models,
+one head) are upgraded when read.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -21,7 +26,8 @@ from submission import formats
 from submission.atomic import atomic_path
 from submission.errors import BundleError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 is upgraded when read
 MANIFEST_NAME = "manifest.json"
 IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
@@ -36,6 +42,9 @@ TTA_PRESETS = {
 }
 ROTATING_VIEWS = frozenset({"rot90", "rot270", "transpose", "antitranspose"})  # swap height and width
 MERGE_MODES = ("mean", "gmean", "logits")
+MODEL_SOURCES = ("timm", "code")  # timm.create_model, or the user's code frozen in the bundle
+METADATA_KINDS = ("categorical", "numeric", "count")
+TIMM_RESERVED = ("pretrained", "pretrained_cfg_overlay", "checkpoint_path")  # timm kwargs the manifest may not set
 CROP_MODES = ("center", "squash", "border")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 LABEL_AS = ("name", "index")
@@ -96,22 +105,87 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
+class Code:
+    """The user's model code (or metadata encoder), frozen in the bundle and imported from there."""
+
+    files: tuple[FileRef, ...]  # every file of the module or package, each with its sha256
+    root: str  # the bundle folder the files' import paths start from, e.g. "code/3f2a9c0d1e2b4a5f"
+    module: str  # the module to import from root, e.g. "model" or "mypkg.models"
+    attribute: str  # what to call in that module: a function or a class, e.g. "build", "Net"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.files), f"code {self.module!r} has no files")
+        _require(all(f.path.startswith(self.root + "/") for f in self.files),
+                 f"code files must lie under its root {self.root!r}")
+        _require(bool(self.module) and bool(self.attribute), "code needs a module and an attribute")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str  # fold name used in logs and errors, e.g. "fold0"
-    arch: str  # timm model name given to timm.create_model(arch, pretrained=False, ...)
-    num_classes: int  # size of the classifier output; equals the number of classes
-    kwargs: dict[str, Any]  # extra timm.create_model keyword arguments (drop_path_rate, global_pool, ...)
+    source: str  # "timm": timm.create_model(arch, pretrained=False, **kwargs); "code": code's factory(**kwargs)
+    arch: str  # timm: the model name; code: how the user named the factory ("model.py:build"), for people
+    code: Code | None  # the frozen factory (source "code"), else None
+    kwargs: dict[str, Any]  # keyword arguments of timm.create_model (num_classes included) or of the factory
+    output: str | int | None  # which output of forward() the heads come from, when it returns a tuple or dict
+    takes_metadata: bool  # forward(image, meta): the model also takes the image's metadata features
     weights: FileRef  # safetensors state_dict, loaded with strict=True
     weight: float  # ensemble weight, > 0; weights are normalised over the models
     preprocess: Preprocess
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name must not be empty")
+        _choice(f"model {self.name!r}: source", self.source, MODEL_SOURCES)
         _require(bool(self.arch), f"model {self.name!r}: arch must not be empty")
-        _require(self.num_classes > 0, f"model {self.name!r}: num_classes must be positive")
+        _require((self.code is not None) == (self.source == "code"),
+                 f"model {self.name!r}: code goes with source 'code', and only with it")
         _require(self.weight > 0, f"model {self.name!r}: ensemble weight must be positive, got {self.weight}")
-        reserved = {"pretrained", "num_classes", "pretrained_cfg_overlay", "checkpoint_path"} & set(self.kwargs)
-        _require(not reserved, f"model {self.name!r}: kwargs may not set {', '.join(sorted(reserved))}")
+        if self.source == "timm":
+            reserved = set(TIMM_RESERVED) & set(self.kwargs)
+            _require(not reserved, f"model {self.name!r}: kwargs may not set {', '.join(sorted(reserved))}")
+
+
+@dataclass(frozen=True)
+class Head:
+    name: str  # e.g. "mask"; a single-head model's head is named "output"
+    size: int  # outputs of this head
+
+
+@dataclass(frozen=True)
+class MetaColumn:
+    name: str  # the metadata CSV's column (for "count": the column whose equal values form a group)
+    kind: str  # "categorical" (one-hot), "numeric" (one number), "count" (rows of the image's group in the file)
+    categories: tuple[str, ...]  # categorical: the one-hot vocabulary, in feature order; an unknown value is all 0
+    fill: float  # numeric: the value of a blank cell (before log1p, shift and scale)
+    log1p: bool  # numeric and count: log(1 + x) first
+    shift: float  # numeric and count: subtracted next (a mean; 0 for none)
+    scale: float  # numeric and count: divided by last (a std, or 90 for an age; 1 for none)
+
+    def __post_init__(self) -> None:
+        _choice(f"metadata column {self.name!r}: kind", self.kind, METADATA_KINDS)
+        _require(self.kind != "categorical" or bool(self.categories),
+                 f"metadata column {self.name!r}: a categorical column needs its categories")
+        _require(self.scale != 0, f"metadata column {self.name!r}: scale must not be 0")
+
+    @property
+    def width(self) -> int:
+        return len(self.categories) if self.kind == "categorical" else 1
+
+
+@dataclass(frozen=True)
+class Metadata:
+    file: str | None  # the metadata CSV's default path, relative to the test folder (e.g. "test.csv")
+    id_column: str  # the column holding each row's image id (the sample submission's id rules apply)
+    columns: tuple[MetaColumn, ...]  # the declared encoding, in the model's feature order (empty with an encoder)
+    encoder: Code | None  # the user's function: every row of the file as a DataFrame (+ "path") -> [N, width]
+    width: int  # features per image
+
+    def __post_init__(self) -> None:
+        _require((self.encoder is None) != (not self.columns), "metadata needs either declared columns or an encoder")
+        if self.columns:
+            declared = sum(c.width for c in self.columns)
+            _require(declared == self.width, f"metadata columns give {declared} features, but width is {self.width}")
+        _require(self.width > 0, "metadata width must be positive")
 
 
 @dataclass(frozen=True)
@@ -145,13 +219,17 @@ class Output:
 class Manifest:
     schema_version: int  # version of this contract; the runtime refuses any other
     task: str  # "multiclass" (softmax, one class per image) or "multilabel" (sigmoid, any number)
-    classes: tuple[str, ...]  # class names in the order of the model outputs
+    classes: tuple[str, ...]  # class names in the order of the probabilities the heads combine into
+    heads: tuple[Head, ...]  # what every model outputs; several heads combine into the classes: multiclass by
+    # product (first head most significant: class = mask*6 + gender*3 + age), multilabel by concatenation
     models: tuple[ModelSpec, ...]  # the ensemble: every fold of every architecture
     tta: str  # TTA preset name (see TTA_PRESETS)
     merge: str  # "mean" of probabilities, "gmean" (geometric mean), "logits" (mean of logits, then activation)
     decision: Decision
     output: Output
     sample_submission: FileRef | None  # the competition's sample: the output follows its rows' order
+    metadata: Metadata | None  # per-image features from a CSV beside the images (None: images only)
+    requirements: tuple[str, ...]  # "name==version" the user's code needs beyond the runtime's own packages
     provenance: dict[str, Any] = field(default_factory=dict)  # where each setting came from, builder version:
     # written by the builder for people, never read by the runtime
 
@@ -170,8 +248,12 @@ class Manifest:
         _require(
             len({m.weights.path for m in self.models}) == len(self.models), "two models share one weights file"
         )
-        for m in self.models:
-            _require(m.num_classes == n, f"model {m.name!r} has num_classes {m.num_classes}, but there are {n} classes")
+        _require(len(self.heads) > 0 and all(h.size > 0 for h in self.heads), "heads must be one or more, each of size > 0")
+        _require(len({h.name for h in self.heads}) == len(self.heads), "head names repeat")
+        _require(self.class_count == n, f"the heads {[(h.name, h.size) for h in self.heads]} give {self.class_count} "
+                                        f"{self.task} classes, but there are {n} class names")
+        needs = [m.name for m in self.models if m.takes_metadata]
+        _require(not needs or self.metadata is not None, f"models {needs} take metadata, but the manifest declares none")
         _choice("tta", self.tta, TTA_PRESETS)
         if ROTATING_VIEWS & set(TTA_PRESETS[self.tta]):
             for m in self.models:
@@ -202,12 +284,21 @@ class Manifest:
         _require(problem is None, problem or "")
 
     @property
+    def class_count(self) -> int:
+        """The classes the heads combine into: the product of their sizes (multiclass), else their sum."""
+        sizes = [h.size for h in self.heads]
+        return math.prod(sizes) if self.task == "multiclass" else sum(sizes)
+
+    @property
     def files(self) -> tuple[FileRef, ...]:
-        """Every file of the bundle besides manifest.json."""
+        """Every file of the bundle besides manifest.json (a file shared by several models is listed once)."""
         refs = [m.weights for m in self.models]
+        refs += [f for m in self.models if m.code is not None for f in m.code.files]
+        if self.metadata is not None and self.metadata.encoder is not None:
+            refs += list(self.metadata.encoder.files)
         if self.sample_submission is not None:
             refs.append(self.sample_submission)
-        return tuple(refs)
+        return tuple({r.path: r for r in refs}.values())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -221,12 +312,26 @@ class Manifest:
         if not isinstance(data, dict):
             raise BundleError("manifest must be a JSON object")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise BundleError(
-                f"manifest schema_version is {version!r}, but this runtime reads version {SCHEMA_VERSION}; "
-                "pack the bundle again with the builder that matches this runtime"
+                f"manifest schema_version is {version!r}, but this runtime reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}; pack the bundle again with the builder that matches this runtime"
             )
-        return _parse(cls, data, "manifest")
+        return parse_json(cls, _upgrade_v1(data) if version == 1 else data, "manifest")
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 manifest (timm models, one output of num_classes) in version 2's form."""
+    models = []
+    for m in data.get("models", []):
+        if not isinstance(m, dict):
+            return data  # malformed: let the parse name the key
+        m = dict(m)
+        kwargs = {"num_classes": m.pop("num_classes", None), **(m.get("kwargs") or {})}
+        models.append({**m, "source": "timm", "code": None, "kwargs": kwargs, "output": None, "takes_metadata": False})
+    classes = data.get("classes") or []
+    return {**data, "schema_version": SCHEMA_VERSION, "models": models, "metadata": None, "requirements": [],
+            "heads": [{"name": "output", "size": len(classes)}]}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:
@@ -234,8 +339,8 @@ def _repeated(items: typing.Iterable[str]) -> list[str]:
     return sorted({x for x in items if x in seen or seen.add(x)})
 
 
-def _parse(tp: Any, value: Any, where: str) -> Any:
-    """Build ``tp`` (a dataclass or a field type) from JSON data, naming the key path in every error."""
+def parse_json(tp: Any, value: Any, where: str) -> Any:
+    """Build ``tp`` (a manifest dataclass or a field type) from JSON data, naming the key path in every error."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -248,7 +353,7 @@ def _parse(tp: Any, value: Any, where: str) -> Any:
             raise BundleError(f"{where}: unknown key(s) {unknown}; expected {names}")
         if missing:
             raise BundleError(f"{where}: missing key(s) {missing}")
-        kwargs = {n: _parse(hints[n], value[n], f"{where}.{n}") for n in names}
+        kwargs = {n: parse_json(hints[n], value[n], f"{where}.{n}") for n in names}
         try:
             return tp(**kwargs)
         except BundleError as e:
@@ -257,17 +362,23 @@ def _parse(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _parse(inner, value, where)
+        inner = [a for a in args if a is not type(None)]
+        for option in inner:  # str | int: the first that fits
+            try:
+                return parse_json(option, value, where)
+            except BundleError:
+                if option is inner[-1]:
+                    raise
+        raise BundleError(f"{where}: unexpected {value!r}")
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list):
             raise BundleError(f"{where}: expected a list, got {type(value).__name__}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_parse(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+            return tuple(parse_json(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
             raise BundleError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_parse(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(parse_json(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
             raise BundleError(f"{where}: expected an object, got {type(value).__name__}")
@@ -304,13 +415,17 @@ def load_manifest(bundle: Path) -> Manifest:
         raise BundleError(f"{path}: {e}") from None
 
 
-def resolve_file(bundle: Path, ref: FileRef) -> Path:
-    """The on-disk path of ``ref``, refusing anything that leaves the bundle (through symlinks too)."""
+def resolve_path(bundle: Path, relative: str) -> Path:
+    """The on-disk path of a bundle path, refusing anything that leaves the bundle (through symlinks too)."""
     root = Path(bundle).resolve()
-    path = (root / ref.path).resolve()
+    path = (root / relative).resolve()
     if not path.is_relative_to(root):
-        raise BundleError(f"{ref.path} resolves outside the bundle {root}; pack the bundle again")
+        raise BundleError(f"{relative} resolves outside the bundle {root}; pack the bundle again")
     return path
+
+
+def resolve_file(bundle: Path, ref: FileRef) -> Path:
+    return resolve_path(bundle, ref.path)
 
 
 def verify_files(bundle: Path, manifest: Manifest) -> None:

@@ -2,8 +2,10 @@
 
 Models that share a preprocessing (input size, crop, normalisation) form a group; each image is decoded once
 in a loader worker and resized once per group. On the device each group's batch is normalised, expanded to
-its TTA views and fed to every model of the group in one forward pass per model. Per batch, the logits of all
-models are merged into probabilities, so memory does not grow with the test set beyond the [N, C] result.
+its TTA views and fed to every model of the group in one forward pass per model (with the images' metadata
+features, repeated for every view, where a model takes them). Per batch, each head's logits of all models and
+views are merged into probabilities, and the heads combined into classes, so memory does not grow with the test
+set beyond the [N, C] result.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,11 +24,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from submission import models as model_io
-from submission.ensemble import merge
+from submission.ensemble import combine, merge
 from submission.errors import DeviceError, InputError
 from submission.inputs.images import decode_rgb
-from submission.manifest import Manifest, resolve_file
 from submission.inputs.preprocess import Preprocessor, normalize
+from submission.manifest import Manifest
 from submission.tta import stack_views, views_of
 
 
@@ -97,7 +100,7 @@ def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels
     groups: dict[str, Group] = {}
     for index, spec in enumerate(manifest.models):
         key = json.dumps(asdict(spec.preprocess), sort_keys=True)
-        model = model_io.load(spec, resolve_file(bundle, spec.weights), device, channels_last)
+        model = model_io.load(spec, bundle, device, channels_last)
         if key not in groups:
             groups[key] = Group(Preprocessor(spec.preprocess, spec.name), [])
         groups[key].members.append((index, model))
@@ -127,21 +130,35 @@ def loader(
     )
 
 
-def _forward(model: torch.nn.Module, x: torch.Tensor, device: torch.device, log: Callable[[str], None]) -> torch.Tensor:
-    """The model on ``x``; on CUDA out-of-memory the batch is split in halves and retried."""
+def _forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], device: torch.device,
+             log: Callable[[str], None]) -> Any:
+    """The model on ``inputs`` (the images, and the metadata features where the model takes them); on CUDA
+    out-of-memory the batch is split in halves and retried, and the halves' outputs joined again."""
     try:
         with autocast(device):
-            return model(x)
+            return model(*inputs)
     except torch.cuda.OutOfMemoryError:
-        if len(x) == 1:
+        rows = len(inputs[0])
+        if rows == 1:
             raise DeviceError(
                 "CUDA out of memory on a single image: use a GPU with more memory, or --device cpu"
             ) from None
         if device.type == "cuda":
             torch.cuda.empty_cache()
-        half = len(x) // 2
-        log(f"CUDA out of memory on a forward pass of {len(x)} images: split into {half} + {len(x) - half}, retried")
-        return torch.cat([_forward(model, x[:half], device, log), _forward(model, x[half:], device, log)])
+        half = rows // 2
+        log(f"CUDA out of memory on a forward pass of {rows} images: split into {half} + {rows - half}, retried")
+        first = _forward(model, tuple(t[:half] for t in inputs), device, log)
+        second = _forward(model, tuple(t[half:] for t in inputs), device, log)
+        return _join(first, second)
+
+
+def _join(first: Any, second: Any) -> Any:
+    """Concatenate two outputs of one model (tensors, or tuples/dicts of them) along the batch."""
+    if isinstance(first, torch.Tensor):
+        return torch.cat([first, second])
+    if isinstance(first, dict):
+        return {k: _join(first[k], second[k]) for k in first}
+    return type(first)(_join(a, b) for a, b in zip(first, second))
 
 
 def predict(
@@ -151,22 +168,27 @@ def predict(
     total: int,
     *,
     device: torch.device,
+    features: np.ndarray | None = None,
     channels_last: bool = True,
     on_batch: Callable[[int], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """[total, C] float64 probabilities for the images of ``batches`` (as ``loader`` yields them), in order,
-    and {image index: why it could not be decoded} for those predicted from a blank image."""
-    n_views, n_classes = len(views_of(manifest.tta)), len(manifest.classes)
+    and {image index: why it could not be decoded} for those predicted from a blank image. ``features`` holds
+    the [total, F] metadata features of the images, for the models that take them."""
+    n_views, heads = len(views_of(manifest.tta)), manifest.heads
     weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
-    result = np.empty((total, n_classes), dtype=np.float64)
+    result = np.empty((total, len(manifest.classes)), dtype=np.float64)
     problems: dict[int, str] = {}
     start = 0
     with torch.inference_mode():
         for batch, batch_problems in batches:
             size = len(batch[0])
             problems.update({start + i: p for i, p in enumerate(batch_problems) if p})
-            logits: list[torch.Tensor] = [torch.empty(0)] * len(manifest.models)
+            meta = None
+            if features is not None:
+                meta = torch.from_numpy(features[start : start + size]).to(device).repeat(n_views, 1)
+            per_head: list[list[torch.Tensor]] = [[torch.empty(0)] * len(manifest.models) for _ in heads]
             for group, pixels in zip(groups, batch):
                 x = pixels.to(device, non_blocking=True)
                 if group.preprocessor.normalizes_on_device:
@@ -175,10 +197,14 @@ def predict(
                 if channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 for index, model in group.members:
-                    y = model_io.logits(_forward(model, x, device, log), manifest.models[index], n_views * size, n_classes)
-                    logits[index] = y.view(n_views, size, n_classes)
-            stacked = torch.stack(logits).cpu().double()
-            result[start : start + size] = merge(stacked, weights, manifest.merge, manifest.task).numpy()
+                    spec = manifest.models[index]
+                    inputs = (x, meta) if spec.takes_metadata else (x,)
+                    outputs = model_io.split(_forward(model, inputs, device, log), spec, heads, n_views * size)
+                    for h, y in enumerate(outputs):
+                        per_head[h][index] = y.view(n_views, size, heads[h].size)
+            merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task)
+                      for logits in per_head]
+            result[start : start + size] = combine(merged, manifest.task).numpy()
             start += size
             if on_batch is not None:
                 on_batch(size)

@@ -15,7 +15,8 @@ import pandas as pd
 from submission import predict as engine
 from submission.errors import BundleError, InputError
 from submission.formats import build_table
-from submission.inputs.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
+from submission.inputs import metadata as meta_io
+from submission.inputs.images import IMAGE_SUFFIXES, TestSet, list_images, match_ids, report_skipped
 from submission.manifest import (
     IMAGE_BUNDLE_DIR,
     Manifest,
@@ -39,6 +40,8 @@ class Options:
     ignore_sample: bool = False  # predict the images found, in natural order, ignoring the bundled sample
     strict: bool = False  # an image that cannot be decoded is an error, not a row predicted from a blank image
     recursive: bool = False  # take images from sub-folders of the test folder too
+    metadata: Path | None = None  # the metadata CSV (default: where the manifest says, in the test folder)
+    metadata_missing: str = "error"  # an image without a metadata row: "error", or "fill" with the fill values
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,19 @@ def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:
     return sample[column].tolist()
 
 
+def _metadata_features(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet,
+                       options: Options) -> meta_io.Encoded | None:
+    """The metadata features of every image, when the models take them."""
+    if manifest.metadata is None:
+        return None
+    if options.metadata_missing not in ("error", "fill"):
+        raise InputError(f"--metadata-missing is {options.metadata_missing!r}; expected error or fill")
+    path = options.metadata or (Path(test_dir) / manifest.metadata.file if manifest.metadata.file else None)
+    if path is None:
+        raise InputError("the models take metadata features: pass the metadata CSV with --metadata PATH")
+    return meta_io.encode(manifest.metadata, bundle, path, test.ids, test.paths, options.metadata_missing)
+
+
 def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -> Result:
     def info(message: str) -> None:
         if not options.quiet:
@@ -87,6 +103,8 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
     if not test.ids:
         raise InputError(f"no images found in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
 
+    encoded = _metadata_features(manifest, bundle, test_dir, test, options)
+
     device = engine.select_device(options.device)
     if options.device == "auto" and device.type == "cpu":
         info("no GPU is visible: running on the CPU")
@@ -101,12 +119,20 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
     batches = engine.loader(test.paths, groups, device=device, batch_size=options.batch_size, workers=workers,
                             strict=options.strict)
     probs, failed = engine.predict(manifest, groups, batches, len(test.paths), device=device,
-                                   on_batch=progress.update, log=warn)
+                                   features=encoded.features if encoded else None, on_batch=progress.update, log=warn)
     seconds = time.perf_counter() - progress.start
     table = build_table(test.ids, probs, manifest)
     problems = tuple({"id": test.ids[i], "file": str(test.paths[i]), "reason": failed[i]} for i in sorted(failed))
     summary = problems_path_for(out)
-    write_json({"undecodable": list(problems), "skipped_files": [str(p) for p in test.skipped]}, summary)
+    report: dict[str, object] = {"undecodable": list(problems), "skipped_files": [str(p) for p in test.skipped]}
+    if encoded is not None:
+        report["metadata"] = {"unknown_categories": encoded.unknown, "filled_ids": encoded.filled}
+        for column, values in encoded.unknown.items():
+            warn(f"metadata column {column!r}: {sum(values.values())} row(s) hold categories unseen at pack time "
+                 f"({', '.join(list(values)[:5])}); their one-hot is all zero")
+        if encoded.filled:
+            warn(f"{len(encoded.filled)} image(s) without a metadata row got the fill values (--metadata-missing fill)")
+    write_json(report, summary)
     write_csv(table, out, manifest.output.decimals)
     if problems:
         listed = "; ".join(f"{p['id']} ({p['reason']})" for p in problems[:10])

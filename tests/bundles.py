@@ -16,6 +16,7 @@ from submission.manifest import (
     SCHEMA_VERSION,
     Decision,
     FileRef,
+    Head,
     Manifest,
     ModelSpec,
     Output,
@@ -54,7 +55,7 @@ def manifest(
     sample: FileRef | None = None,
     **overrides: Any,
 ) -> Manifest:
-    names = classes(models[0].num_classes)
+    names = classes(models[0].kwargs["num_classes"])
     thresholds = (0.5,) * len(names) if task == "multilabel" else ()
     values = dict(
         schema_version=SCHEMA_VERSION,
@@ -63,9 +64,12 @@ def manifest(
         models=models,
         tta=tta,
         merge=merge,
+        heads=(Head("output", len(names)),),
         decision=Decision(thresholds=thresholds, at_least_one=False, top_k=1),
         output=output(fmt, names),
         sample_submission=sample,
+        metadata=None,
+        requirements=(),
     )
     values.update(overrides)
     return Manifest(**values)
@@ -83,8 +87,8 @@ def save_model(bundle: Path, name: str, arch: str, num_classes: int, pre: Prepro
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     ref = FileRef(path=f"weights/{name}.safetensors", sha256=sha256_file(path))
-    return ModelSpec(name=name, arch=arch, num_classes=num_classes, kwargs=dict(kwargs), weights=ref,
-                     weight=weight, preprocess=pre)
+    return ModelSpec(name=name, source="timm", arch=arch, code=None, kwargs={"num_classes": num_classes, **kwargs},
+                     output=None, takes_metadata=False, weights=ref, weight=weight, preprocess=pre)
 
 
 def three_fold_models(bundle: Path, num_classes: int = 4) -> tuple[ModelSpec, ...]:

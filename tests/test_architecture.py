@@ -16,8 +16,8 @@ from submission import errors as runtime_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 # builder modules by layer: a module may import its own layer and lower ones, never a higher one
-LAYERS = {"builder.errors": 0, "builder.metrics": 0, "builder.truth": 0, "builder.pack": 1, "builder.image": 2,
-          "builder.validate": 3, "builder.pipeline": 4, "builder.cli": 5}
+LAYERS = {"builder.errors": 0, "builder.environment": 0, "builder.metrics": 0, "builder.truth": 0, "builder.pack": 1, "builder.image": 2,
+          "builder.validate": 3, "builder.pipeline": 4, "builder.cli": 5, "builder.__main__": 6}
 
 
 def modules(package: str) -> dict[str, Path]:

@@ -30,10 +30,11 @@ from PIL import Image
 
 import submission
 from builder import __version__
+from builder.environment import RUNTIME_PACKAGES
 from builder.errors import DockerError
 from builder.image.engine import local_image, run_container
 from builder.image.layers import Layer, image_config, write_layer, write_load_archive
-from builder.image.lock import LOCK_NAME, RUNTIME_PACKAGES, Lock, wheelhouse
+from builder.image.lock import LOCK_NAME, Lock, wheelhouse
 from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest, sha256_file
 
 ENV_REPOSITORY = "submission-env"
@@ -159,12 +160,13 @@ def build_submission_image(
     bundle = Path(bundle)
     weights = {f"{IMAGE_BUNDLE_DIR}/{m.weights.path}": bundle / m.weights.path for m in manifest.models}
     rest: dict[str, Path | bytes] = {f"{IMAGE_BUNDLE_DIR}/{MANIFEST_NAME}": bundle / MANIFEST_NAME}
-    if manifest.sample_submission is not None:
-        rest[f"{IMAGE_BUNDLE_DIR}/{manifest.sample_submission.path}"] = bundle / manifest.sample_submission.path
+    for ref in manifest.files:  # the sample and the user's frozen code
+        if f"{IMAGE_BUNDLE_DIR}/{ref.path}" not in weights:
+            rest[f"{IMAGE_BUNDLE_DIR}/{ref.path}"] = bundle / ref.path
     rest.update(runtime_files())
 
     manifest_sha = sha256_file(bundle / MANIFEST_NAME)
-    pins = env.lock.versions(RUNTIME_PACKAGES + ("albumentations",))
+    pins = env.lock.versions(RUNTIME_PACKAGES + ("albumentations",) + tuple(r.split("==")[0] for r in manifest.requirements))
     labels = {
         **(parent["Config"].get("Labels") or {}),
         "submission.manifest.sha256": manifest_sha,
@@ -205,8 +207,21 @@ class SmokeRun:
     log: str
 
 
-def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600) -> SmokeRun:
-    """Run the image on three generated images the way graders run it (``engine.run_container``)."""
+def _smoke_metadata(manifest: Manifest, ids: list[str], rows: pd.DataFrame | None) -> pd.DataFrame:
+    """Metadata rows for the smoke images: the training metadata's first rows, or the declared columns' fills."""
+    meta = manifest.metadata
+    if rows is not None and len(rows):
+        table = pd.concat([rows] * len(ids), ignore_index=True).head(len(ids))
+    else:
+        table = pd.DataFrame({c.name: [c.categories[0] if c.kind == "categorical" else c.fill if c.kind == "numeric"
+                                       else "group"] * len(ids) for c in meta.columns})
+    return table.assign(**{meta.id_column: ids})
+
+
+def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600,
+              metadata_rows: pd.DataFrame | None = None) -> SmokeRun:
+    """Run the image on three generated images the way graders run it (``engine.run_container``), with a metadata
+    file beside them when the models take one (``metadata_rows``: a few rows of the training metadata)."""
     height = max(m.preprocess.size[0] for m in manifest.models)
     width = max(m.preprocess.size[1] for m in manifest.models)
     rng = np.random.default_rng(0)
@@ -221,6 +236,11 @@ def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout
             pixels = rng.integers(0, 256, (height + 16 * i, width + 8 * i, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(data / f"smoke_{i}.png")
             (data / f"smoke_{i}.png").chmod(0o644)
+        if manifest.metadata is not None and manifest.metadata.file:
+            path = data / manifest.metadata.file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _smoke_metadata(manifest, [f"smoke_{i}" for i in range(3)], metadata_rows).to_csv(path, index=False)
+            path.chmod(0o644)
         run = run_container(client, tag, ["/data", "--ignore-sample", "--out", "/output/smoke.csv"], data, out,
                             time_limit=timeout)
         tail = "\n".join(run.log.splitlines()[-40:])[-3000:]

@@ -9,7 +9,6 @@ and platform once; the wheelhouse is cached by what it was made from.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as metadata
 import json
 import os
 import shutil
@@ -21,54 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging import tags
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from builder.environment import host_pins
 from builder.errors import BuilderError
 from submission.manifest import sha256_file
 
-RUNTIME_PACKAGES = ("torch", "timm", "numpy", "pillow", "safetensors", "pandas")
 LOCK_NAME = "requirements.lock"
 
 
 def cache_dir() -> Path:
     root = os.environ.get("SUBMISSION_BUILDER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "submission-builder"
     return Path(root)
-
-
-def host_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        raise BuilderError(
-            f"{name} is not installed on this machine; install the version you trained with, so that the image "
-            "can pin it"
-        ) from None
-
-
-def host_pins(packages: Iterable[str]) -> dict[str, str]:
-    """``packages`` and everything they depend on that is installed here, as {canonical name: version}."""
-    pins: dict[str, str] = {}
-    todo = [canonicalize_name(p) for p in packages]
-    for name in todo:
-        host_version(name)
-    while todo:
-        name = todo.pop()
-        if name in pins:
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue  # an optional dependency this host does not have: pip resolves it
-        pins[name] = dist.version
-        for text in dist.requires or ():
-            try:
-                req = Requirement(text)
-            except InvalidRequirement:
-                continue
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(canonicalize_name(req.name))
-    return dict(sorted(pins.items()))
 
 
 @dataclass(frozen=True)

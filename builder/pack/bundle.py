@@ -5,28 +5,36 @@ This is everything ``builder pack`` does before Docker is involved (``--bundle-o
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from safetensors.torch import save_file
 
 from builder import __version__
 from builder.errors import ConfigError
+from builder.pack import code as code_io
 from builder.pack.checkpoints import find_folds, read_checkpoint
 from builder.pack.folds import Fold, prepare_fold
+from builder.pack.metadata import DeclaredMetadata
+from builder.pack.metadata import declare as declare_metadata
 from builder.pack.sample import Sample, infer_label_as, read_sample
 from builder.pack.settings import (
     BY_NAME,
     Sourced,
     as_floats,
+    as_list,
     config_layer,
     default_layer,
+    fold_layer,
     lookup,
     option_layer,
     read_classes,
@@ -39,6 +47,7 @@ from submission.manifest import (
     SCHEMA_VERSION,
     Decision,
     FileRef,
+    Head,
     Manifest,
     Output,
     sha256_file,
@@ -62,6 +71,7 @@ class Bundle:
     folds: list[Fold]
     settings: dict[str, Sourced]  # the ensemble-wide settings and where they came from
     size: int  # bytes on disk
+    metadata_rows: pd.DataFrame | None = None  # a few rows of the training metadata, for the smoke run
 
 
 def _fold_file_name(name: str, taken: set[str]) -> str:
@@ -84,6 +94,25 @@ def _path(name: str, layers: tuple) -> Path | None:
     return Path(found.value) if found is not None else None
 
 
+def _heads(layers: tuple) -> Sourced | None:
+    """The declared heads: "mask=3,gender=2,age=3", or a mapping/list of name: size in order."""
+    found = lookup("heads", *layers)
+    if found is None:
+        return None
+    value = found.value
+    pairs = list(value.items()) if isinstance(value, Mapping) else [
+        tuple(item.split("=", 1)) if isinstance(item, str) and "=" in item else (None, None)
+        for item in as_list(value, "heads", found.source)]
+    try:
+        heads = tuple(Head(str(name), int(size)) for name, size in pairs)
+    except (TypeError, ValueError):
+        heads = ()
+    if not heads or any(h.size < 1 or not h.name or h.name == "None" for h in heads):
+        raise ConfigError(f"heads from {found.source} is {value!r}; write name=size,... in the model's output order, "
+                          "e.g. mask=3,gender=2,age=3")
+    return Sourced(heads, found.source)
+
+
 def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> dict[str, Sourced]:
     """The ensemble-wide settings: task, classes, output format and decisions."""
     s: dict[str, Sourced] = {}
@@ -91,7 +120,8 @@ def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> d
     task = s["task"].value
     if task not in ("multiclass", "multilabel"):
         raise ConfigError(f"task from {s['task'].source} is {task!r}; expected multiclass or multilabel")
-    n = folds[0].num_classes
+    sizes = [h.size for h in folds[0].heads]
+    n = math.prod(sizes) if task == "multiclass" else sum(sizes)
 
     fmt = lookup("format", *layers)
     if fmt is None:
@@ -180,9 +210,11 @@ def _recorded(folds: list[Fold], name: str) -> Sourced | None:
 
 
 def _check_folds_agree(folds: list[Fold]) -> None:
-    counts = {f.num_classes for f in folds}
-    if len(counts) > 1:
-        detail = ", ".join(f"{f.checkpoint} has {f.num_classes}" for f in folds)
+    if len({f.heads for f in folds}) > 1:
+        def outputs(f: Fold) -> str:
+            return str(f.heads[0].size) if len(f.heads) == 1 else ", ".join(f"{h.name}={h.size}" for h in f.heads)
+
+        detail = ", ".join(f"{f.checkpoint} has {outputs(f)}" for f in folds)
         raise ConfigError(f"the folds disagree on the number of classes: {detail}; pack folds of one task")
 
 
@@ -208,36 +240,64 @@ def _provenance(folds: list[Fold], settings: dict[str, Sourced], models_dir: Pat
                 "entry": f.entry,
                 "settings": {k: v.source for k, v in f.sources.items()},
                 "dropped_keys": f.dropped_keys,
+                "pretrained_weights_asked_for": f.asked,
             }
             for f in folds
         },
     }
 
 
+def _requirements(layers: tuple, folds: list[Fold], declared: DeclaredMetadata | None) -> Sourced:
+    """"name==version" of every distribution the user's code needs beyond the runtime: what it imports (found by
+    replaying it) and what --requirements names, at the versions installed here."""
+    pins: dict[str, str] = {}
+    sources = []
+    named = lookup("requirements", *layers)
+    if named is not None:
+        pins.update(code_io.requirement(n, named.source) for n in as_list(named.value, "requirements", named.source))
+        sources.append(named.source)
+    imported = {k: v for f in folds for k, v in f.requirements.items()}
+    imported.update(declared.requirements if declared else {})
+    if imported:
+        sources.append("what the code imports")
+    pins.update(imported)
+    return Sourced(tuple(f"{n}=={v}" for n, v in sorted(pins.items())), " and ".join(sources) or "none needed")
+
+
 def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
     """Find, read and check every fold, then write the bundle to ``out`` (replacing it only when complete)."""
-    layers = (option_layer(request.options), config_layer(request.config))
+    options, config = option_layer(request.options), config_layer(request.config)
+    layers = (options, config)
     with_defaults = (*layers, default_layer())
     id_column = lookup("id_column", *layers)
     sample_path = _path("sample_submission", layers)
     sample = read_sample(sample_path, id_column.value if id_column else None) if sample_path else None
-
-    folds = []
-    pick = lookup("pick", *layers)
-    for fold_file in find_folds(request.models, pick.value if pick else None):
-        checkpoint = read_checkpoint(fold_file, use_ema=bool(_resolve("ema", with_defaults).value),
-                                     allow_unsafe=bool(_resolve("allow_unsafe_pickle", with_defaults).value))
-        folds.append(prepare_fold(checkpoint, layers))
-        if on_fold is not None:
-            on_fold(folds[-1])
-    _check_folds_agree(folds)
-    settings = _task_settings(layers, folds, sample)
+    heads = _heads(layers)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     staging.chmod(0o755)
     try:
+        declared = declare_metadata(layers, sample, staging)
+        folds, code_cache = [], {}
+        pick = lookup("pick", *layers)
+        for fold_file in find_folds(request.models, pick.value if pick else None):
+            checkpoint = read_checkpoint(fold_file, use_ema=bool(_resolve("ema", with_defaults).value),
+                                         allow_unsafe=bool(_resolve("allow_unsafe_pickle", with_defaults).value))
+            fold_layers = (options, fold_layer(config, fold_file.name), config)
+            folds.append(prepare_fold(checkpoint, fold_layers, staging, heads.value if heads else None, code_cache,
+                                      declared.metadata.width if declared else 0))
+            if on_fold is not None:
+                on_fold(folds[-1])
+        _check_folds_agree(folds)
+        settings = _task_settings(layers, folds, sample)
+        if heads is not None:
+            settings["heads"] = Sourced(", ".join(f"{h.name}={h.size}" for h in heads.value), heads.source)
+        settings["requirements"] = _requirements(layers, folds, declared)
+        if declared is not None:
+            settings.update(declared.sources)
+
         (staging / "weights").mkdir()
         specs, taken = [], set()
         for fold, weight in zip(folds, settings["fold_weights"].value):
@@ -253,6 +313,7 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
                 schema_version=SCHEMA_VERSION,
                 task=settings["task"].value,
                 classes=tuple(settings["classes"].value),
+                heads=folds[0].heads,
                 models=tuple(specs),
                 tta=settings["tta"].value,
                 merge=settings["merge"].value,
@@ -269,17 +330,32 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
                     decimals=int(settings["decimals"].value),
                 ),
                 sample_submission=sample_ref,
+                metadata=declared.metadata if declared else None,
+                requirements=settings["requirements"].value,
                 provenance=_provenance(folds, settings, Path(request.models)),
             )
         except BundleError as e:
             raise ConfigError(f"the settings do not make a valid bundle: {e}") from None
+        _remove_unused_code(staging, manifest)
         write_manifest(staging, manifest)
         _replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return Bundle(path=out, manifest=manifest, folds=folds, settings=settings, size=size)
+    return Bundle(path=out, manifest=manifest, folds=folds, settings=settings, size=size,
+                  metadata_rows=declared.rows if declared else None)
+
+
+def _remove_unused_code(bundle: Path, manifest: Manifest) -> None:
+    """Frozen code that no model or encoder of the manifest uses (it cannot happen, but the bundle holds exactly
+    what the manifest names)."""
+    used = {f.path for f in manifest.files}
+    for path in sorted((bundle / "code").rglob("*"), reverse=True) if (bundle / "code").exists() else []:
+        if path.is_file() and path.relative_to(bundle).as_posix() not in used:
+            path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _replace_dir(new: Path, target: Path) -> None:

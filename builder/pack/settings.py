@@ -29,6 +29,7 @@ class Setting:
     default: Any = None  # the value when nothing else gives one (None: decided from the folds or the sample)
     per_fold: bool = False  # resolved for each fold, where the checkpoint may carry it
     flag: str | None = None  # the option's declaration when it is not --name, e.g. "--ema/--no-ema"
+    cli: bool = True  # an option too (False: the config file only)
 
     @property
     def option(self) -> str:
@@ -48,7 +49,16 @@ SETTINGS: tuple[Setting, ...] = (
     # the model of each fold
     Setting("arch", str, "timm model name for every fold (default: what the checkpoints record).", per_fold=True),
     Setting("num_classes", int, "Classes of the model head (default: from the checkpoint's classifier).", per_fold=True),
-    Setting("model_kwargs", str, "Extra timm.create_model arguments as JSON, e.g. '{\"img_size\": 384}'.", per_fold=True),
+    Setting("model_code", str, "Your model code instead of a timm name: FILE.py:FACTORY, or FOLDER:module.FACTORY "
+            "(a function or class that returns the nn.Module); its files are frozen in the bundle.", per_fold=True),
+    Setting("model_kwargs", str, "Keyword arguments of timm.create_model or of your factory, as JSON, e.g. "
+            "'{\"img_size\": 384}'.", per_fold=True),
+    Setting("model_output", str, "Which output of forward() to use when it returns a tuple (an index) or a dict "
+            "(a key).", per_fold=True),
+    Setting("folds", dict, "Settings of single folds, by fold name: {fold0: {model_code: ..., model_kwargs: ...}} "
+            "(they override the file's other settings for that fold).", cli=False),
+    Setting("requirements", list, "Packages your code imports beyond the runtime's (torch, timm, torchvision, ...): "
+            "NAME, repeatable or a,b; pinned to the versions installed here."),
     # preprocessing of each fold
     Setting("img_size", str, "Model input size: 384, or 384,512 for height,width.", per_fold=True),
     Setting("input_size", str, "Model input as 3,height,width.", per_fold=True),
@@ -64,7 +74,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("fold_weights", str, "Ensemble weight of each fold, in fold order: 1,1,2 (default: equal)."),
     Setting("tta", str, "TTA preset: none, hflip, vflip, flips, d4.", "none"),
     Setting("merge", str, "Merge of folds and views: mean, gmean, logits.", "mean"),
+    # metadata beside the images
+    Setting("metadata_file", str, "The metadata CSV's path in the test folder, e.g. test.csv (the image also takes "
+            "--metadata PATH)."),
+    Setting("metadata_id_column", str, "The metadata CSV's id column (default: the sample's id column, else the first)."),
+    Setting("metadata_columns", Path, "The metadata encoding: a YAML/JSON list of {name, type: categorical|numeric|"
+            "count, categories, fill, log1p, normalize, scale} in the model's feature order."),
+    Setting("metadata_encoder", str, "Your metadata encoder instead: FILE.py:FUNCTION, called once with every row of "
+            "the metadata CSV (and a 'path' column), returning [rows, features]."),
+    Setting("train_metadata", Path, "The training metadata CSV: vocabularies and statistics of the declared columns "
+            "are taken from it, and the encoder is checked on it."),
     # the task and the submission
+    Setting("heads", str, "Several heads combined into the classes, in order: mask=3,gender=2,age=3 (multiclass: "
+            "their product, first head most significant; multilabel: side by side)."),
     Setting("task", str, "multiclass or multilabel.", "multiclass"),
     Setting("classes", str, "Class names in model output order: a,b,c or a file with one per line."),
     Setting("id_column", str, "Name of the id column (default: the sample's first column, else 'id')."),
@@ -103,7 +125,7 @@ def _refuse_unknown(names: Mapping[str, Any], where: str) -> None:
 def option_layer(options: Mapping[str, Any]) -> dict[str, Sourced]:
     """The options given on the command line (None means not given), by setting name."""
     _refuse_unknown(options, "the options")
-    return {k: Sourced(v, BY_NAME[k].option) for k, v in options.items() if v is not None}
+    return {k: Sourced(v, BY_NAME[k].option) for k, v in options.items() if v is not None and v != []}
 
 
 def default_layer() -> dict[str, Sourced]:
@@ -129,6 +151,24 @@ def config_layer(path: Path | None) -> dict[str, Sourced]:
     return {k: Sourced(v, f"{path.name} [{k}]") for k, v in data.items() if v is not None}
 
 
+def fold_layer(config: Layer, fold: str) -> dict[str, Sourced]:
+    """The settings the config file's ``folds`` mapping gives one fold."""
+    folds = config.get("folds")
+    if folds is None:
+        return {}
+    if not isinstance(folds.value, Mapping):
+        raise ConfigError(f"folds from {folds.source} must map fold names to settings, not {folds.value!r}")
+    own = folds.value.get(fold) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"folds.{fold} from {folds.source} must be a mapping of settings")
+    wrong = sorted(k for k in own if k not in BY_NAME or not BY_NAME[k].per_fold)
+    if wrong:
+        raise ConfigError(f"folds.{fold} from {folds.source}: {wrong} are not per-fold settings; per-fold settings: "
+                          f"{', '.join(s.name for s in SETTINGS if s.per_fold)}")
+    where = folds.source.replace("[folds]", "[folds.{}.{}]")
+    return {k: Sourced(v, where.format(fold, k)) for k, v in own.items() if v is not None}
+
+
 def carried_layer(carried: Mapping[str, tuple[Any, str]]) -> dict[str, Sourced]:
     return {k: Sourced(v, source) for k, (v, source) in carried.items()}
 
@@ -142,11 +182,11 @@ def lookup(name: str, *layers: Layer) -> Sourced | None:
 
 
 def as_list(value: Any, name: str, source: str) -> list[Any]:
-    """A list from a YAML/JSON list or a comma-separated option."""
+    """A list from a YAML/JSON list, a comma-separated option, or a repeated option of comma-separated values."""
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, (list, tuple)):
-        return list(value)
+        return [item for v in value for item in (as_list(v, name, source) if isinstance(v, str) else [v])]
     raise ConfigError(f"{name} from {source} must be a list or comma-separated text, not {value!r}")
 
 

@@ -18,15 +18,16 @@ from docker.errors import ImageNotFound
 from builder.errors import ConfigError, DockerError
 from builder.image.engine import connect
 from builder.pack.sample import Sample, infer_label_as, read_sample
+from builder.truth import read_labels
 from builder.validate.checks import check_table, passed, read_table
 from builder.validate.run import RunReport, grader_run, project, run_checks
-from builder.truth import read_labels
 from builder.validate.scoring import Score, score
 from submission import formats
 from submission.atomic import atomic_path
 from submission.formats.base import Check, Expectation
 from submission.inputs.images import has_image_suffix, list_images
 from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest
+
 
 @dataclass
 class Report:

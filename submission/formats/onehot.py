@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from submission.formats.base import Check, Expectation, Format, ReadBack, SampleLike, cells_at, is_integer_text, line, show
+from submission.formats.base import (
+    Check,
+    Expectation,
+    Format,
+    ReadBack,
+    SampleLike,
+    cells_at,
+    is_integer_text,
+    line,
+    show,
+)
 from submission.formats.decide import decision_mask
 
 if TYPE_CHECKING:

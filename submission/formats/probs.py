@@ -7,7 +7,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from submission.formats.base import Check, Expectation, Format, ReadBack, SampleLike, cells_at, is_integer_text, line, one_hot, show
+from submission.formats.base import (
+    Check,
+    Expectation,
+    Format,
+    ReadBack,
+    SampleLike,
+    cells_at,
+    is_integer_text,
+    line,
+    one_hot,
+    show,
+)
 
 if TYPE_CHECKING:
     from submission.manifest import Manifest

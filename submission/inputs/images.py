@@ -45,7 +45,7 @@ def list_images(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(files, key=lambda p: natural_key(p.relative_to(folder).as_posix()))
 
 
-def _listing(items: Sequence[str]) -> str:
+def listing(items: Sequence[str]) -> str:
     shown = ", ".join(repr(x) for x in items[:_SHOW])
     return shown + (f" and {len(items) - _SHOW} more" if len(items) > _SHOW else "")
 
@@ -67,7 +67,7 @@ def match_ids(files: Sequence[Path], sample_ids: Sequence[str] | None) -> TestSe
     if sample_ids and not with_suffix and any(has_image_suffix(i) for i in sample_ids):
         odd = [i for i in sample_ids if has_image_suffix(i)]
         raise InputError(
-            f"some sample submission ids carry an image suffix ({_listing(odd)}) and others do not; "
+            f"some sample submission ids carry an image suffix ({listing(odd)}) and others do not; "
             "ids must be all file names or all file stems"
         )
     by_id: dict[str, Path] = {}
@@ -82,13 +82,13 @@ def match_ids(files: Sequence[Path], sample_ids: Sequence[str] | None) -> TestSe
         return TestSet(ids=tuple(by_id), paths=tuple(by_id.values()), skipped=())
     repeated = [i for i, n in Counter(sample_ids).items() if n > 1]
     if repeated:
-        raise InputError(f"the sample submission repeats ids: {_listing(repeated)}")
+        raise InputError(f"the sample submission repeats ids: {listing(repeated)}")
     missing = [i for i in sample_ids if i not in by_id]
     if missing:
         folder = files[0].parent if files else "the test folder"
         raise InputError(
             f"{len(missing)} of {len(sample_ids)} ids of the sample submission have no image in {folder}: "
-            f"{_listing(missing)}; check that --data is the right folder"
+            f"{listing(missing)}; check that --data is the right folder"
         )
     wanted = set(sample_ids)
     skipped = tuple(f for key, f in by_id.items() if key not in wanted)
@@ -123,6 +123,6 @@ def report_skipped(skipped: Sequence[Path]) -> None:
         names = [p.name for p in skipped]
         print(
             f"note: {len(names)} image(s) in the test folder are not in the sample submission and are skipped: "
-            f"{_listing(names)}",
+            f"{listing(names)}",
             file=sys.stderr,
         )

@@ -1,46 +1,88 @@
 """The one model factory: a manifest model entry -> an ``nn.Module`` with its weights, loaded strictly.
 
 ``builder pack`` checks every fold through these functions and the runtime loads every model through them,
-so a model that packs is a model that runs. Building never downloads weights (``pretrained=False``).
+so a model that packs is a model that runs. A model is ``timm.create_model(arch, pretrained=False, **kwargs)``
+or the user's factory from code frozen in the bundle (``submission.code``), called while downloads are stood in
+for (``models.offline``); either way the weights then come from the bundle, loaded with ``strict=True``.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 from pathlib import Path
 
 import timm
 import torch
 from safetensors.torch import load_file
 
+from submission import code as user_code
 from submission.errors import BundleError
-from submission.manifest import ModelSpec
+from submission.manifest import ModelSpec, resolve_file, resolve_path
+from submission.models.heads import split
+from submission.models.offline import no_downloads
+
+__all__ = ["build", "classifier_rows", "forward_takes_metadata", "load", "load_state", "split"]
 
 
-def build(spec: ModelSpec) -> torch.nn.Module:
-    """The bare architecture, rebuilt from what the manifest says; its weights are still random."""
+def _build_timm(spec: ModelSpec) -> torch.nn.Module:
     if not timm.is_model(spec.arch):
         close = difflib.get_close_matches(spec.arch, timm.list_models(), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
         raise BundleError(f"{spec.arch!r} is not a timm model name in timm {timm.__version__}{hint}")
     try:
-        return timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **spec.kwargs)
+        return timm.create_model(spec.arch, pretrained=False, **spec.kwargs)
     except Exception as e:  # timm raises RuntimeError for unknown names, TypeError for bad kwargs
-        raise BundleError(
-            f"timm {timm.__version__} cannot create {spec.arch!r} with num_classes={spec.num_classes}, "
-            f"kwargs={spec.kwargs}: {e}"
-        ) from None
+        raise BundleError(f"timm {timm.__version__} cannot create {spec.arch!r} with {spec.kwargs}: {e}") from None
+
+
+def _build_code(spec: ModelSpec, bundle: Path, asked: list[str]) -> torch.nn.Module:
+    code = spec.code
+    if code is None:
+        raise BundleError(f"model {spec.name!r} has source 'code' but no code")
+    root = resolve_path(bundle, code.root)
+    with user_code.imported(code, bundle) as module, no_downloads() as requests:
+        factory = user_code.attribute(module, code)
+        try:
+            model = factory(**spec.kwargs)
+        except BundleError:
+            raise
+        except Exception as e:
+            where = user_code.where_in(e, root)
+            raise BundleError(f"{spec.arch}({', '.join(f'{k}={v!r}' for k, v in spec.kwargs.items())}) fails"
+                              f"{f' at {where}' if where else ''}: {type(e).__name__}: {e}") from None
+    asked.extend(requests)
+    if not isinstance(model, torch.nn.Module):
+        raise BundleError(f"{spec.arch} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def build(spec: ModelSpec, bundle: Path | None = None, asked: list[str] | None = None) -> torch.nn.Module:
+    """The bare architecture, rebuilt from what the manifest says; its weights are not the checkpoint's yet.
+    Pretrained weights a user's constructor asks for are not fetched; they are added to ``asked``."""
+    if spec.source == "timm":
+        return _build_timm(spec)
+    if bundle is None:
+        raise ValueError("a model of the user's code is built from a bundle")
+    return _build_code(spec, bundle, asked if asked is not None else [])
 
 
 def classifier_rows(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> int | None:
     """Rows of the classifier weight in ``state`` (the number of classes the weights were trained for), found
     through timm's ``pretrained_cfg['classifier']``; None when the model does not name its classifier."""
-    heads = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    heads = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
     for head in (heads,) if isinstance(heads, str) else heads:
         weight = state.get(f"{head}.weight")
         if weight is not None and weight.ndim >= 1:
             return int(weight.shape[0])
     return None
+
+
+def forward_takes_metadata(model: torch.nn.Module) -> bool:
+    """Whether ``forward`` takes a second input (the metadata features) besides the image batch."""
+    parameters = [p for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len([p for p in parameters if p.default is p.empty]) >= 2
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -52,16 +94,18 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise BundleError(detail[:1500]) from None
 
 
-def load(spec: ModelSpec, weights_path: Path, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
+def load(spec: ModelSpec, bundle: Path, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
     """Build the model, load its weights strictly, move it to ``device`` and set eval mode.
 
     channels_last (NHWC) convolutions are faster on GPUs and, through oneDNN, on CPUs too
     (benchmarks/bench_inference.py measures it); the numbers stay float32 on the CPU.
     """
     try:
-        model = build(spec)
+        model = build(spec, bundle)
         try:
-            state = load_file(str(weights_path))
+            state = load_file(str(resolve_file(bundle, spec.weights)))
+        except BundleError:
+            raise
         except Exception as e:
             raise BundleError(f"cannot read {spec.weights.path}: {e}") from None
         try:
@@ -74,11 +118,3 @@ def load(spec: ModelSpec, weights_path: Path, device: torch.device, channels_las
     if channels_last:
         model.to(memory_format=torch.channels_last)
     return model
-
-
-def logits(output: object, spec: ModelSpec, rows: int, n_classes: int) -> torch.Tensor:
-    """The model's output as [rows, n_classes] float logits, or a BundleError naming what it returned."""
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (rows, n_classes):
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise BundleError(f"model {spec.name!r} returned {shape} for {rows} images, expected ({rows}, {n_classes})")
-    return output.float()

@@ -13,9 +13,9 @@ from PIL import Image
 from timm.data import resolve_data_config
 from typer.testing import CliRunner
 
-from builder.pack.bundle import PackRequest, make_bundle
 from builder.cli import app
 from builder.errors import CheckpointError, ConfigError
+from builder.pack.bundle import PackRequest, make_bundle
 from submission.manifest import load_manifest, verify_files
 from submission.runner import Options, run
 from tests.bundles import make_images
@@ -149,7 +149,7 @@ def test_fixed_size_model_at_the_wrong_size_fails_the_forward_check(tmp_path):
     with pytest.raises(CheckpointError, match=r"forward pass on a batch of shape \(2, 3, 70, 70\) fails: .*patch size"):
         pack(tmp_path / "a.pth", tmp_path / "b", arch="test_vit", model_kwargs='{"img_size": 64}', img_size="70")
     fold = pack(tmp_path / "a.pth", tmp_path / "b", arch="test_vit", model_kwargs='{"img_size": 64}', img_size="64").folds[0]
-    assert fold.spec.kwargs == {"img_size": 64}
+    assert fold.spec.kwargs == {"num_classes": 3, "img_size": 64}
 
 
 def test_sample_fixes_ids_columns_and_format(runs, tmp_path):

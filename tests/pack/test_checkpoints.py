@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 
-from builder.pack.checkpoints import find_folds, fit_state_dict, read_checkpoint
 from builder.errors import CheckpointError
+from builder.pack.checkpoints import find_folds, fit_state_dict, read_checkpoint
 from tests.runs import (
     save_bare,
     save_lightning,

@@ -11,15 +11,16 @@ import pytest
 from submission import formats
 from submission.errors import OutputError
 from submission.formats import Check, Expectation, Format, ReadBack, build_table
-from submission.output import check_writable, write_csv
 from submission.manifest import (
     SCHEMA_VERSION,
     Decision,
     FileRef,
+    Head,
     Manifest,
     ModelSpec,
     Output,
 )
+from submission.output import check_writable, write_csv
 from tests.bundles import preprocess
 
 CLASSES = ("cat", "dog", "fox")
@@ -39,12 +40,13 @@ ML_PROBS = np.array([
 
 
 def make(task="multiclass", fmt="label", columns=None, label_as="name", thresholds=(), at_least_one=False, top_k=1):
-    model = ModelSpec("fold0", "test_resnet", 3, {}, FileRef("weights/f.safetensors", "0" * 64), 1.0, preprocess(32))
+    model = ModelSpec("fold0", "timm", "test_resnet", None, {"num_classes": 3}, None, False,
+                      FileRef("weights/f.safetensors", "0" * 64), 1.0, preprocess(32))
     columns = columns or (("id", "label") if fmt in ("label", "labels") else ("id", *CLASSES))
     return Manifest(
-        schema_version=SCHEMA_VERSION, task=task, classes=CLASSES, models=(model,), tta="none", merge="mean",
-        decision=Decision(tuple(thresholds), at_least_one, top_k),
-        output=Output(fmt, "id", tuple(columns), label_as, 4), sample_submission=None,
+        schema_version=SCHEMA_VERSION, task=task, classes=CLASSES, heads=(Head("output", 3),), models=(model,),
+        tta="none", merge="mean", decision=Decision(tuple(thresholds), at_least_one, top_k),
+        output=Output(fmt, "id", tuple(columns), label_as, 4), sample_submission=None, metadata=None, requirements=(),
     )
 
 

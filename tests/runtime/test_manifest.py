@@ -60,7 +60,7 @@ def edit(root, tmp_path, change):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda d: d.update(schema_version=2), "schema_version is 2, but this runtime reads version 1"),
+        (lambda d: d.update(schema_version=3), "schema_version is 3, but this runtime reads versions 1, 2"),
         (lambda d: d.pop("schema_version"), "schema_version is None"),
         (lambda d: d.update(colour="red"), "manifest: unknown key(s) ['colour']"),
         (lambda d: d.pop("merge"), "manifest: missing key(s) ['merge']"),
@@ -68,9 +68,12 @@ def edit(root, tmp_path, change):
         (lambda d: d["models"][0]["preprocess"].update(input_size=[3, 32]), "models[0].preprocess.input_size: expected 3 values"),
         (lambda d: d["models"][0]["preprocess"].update(input_size=[1, 32, 32]), "only 3-channel (RGB)"),
         (lambda d: d["models"][0]["preprocess"].update(interpolation="cubic"), "interpolation is 'cubic'; expected one of: nearest"),
-        (lambda d: d["models"][0].update(num_classes="3"), "models[0].num_classes: expected int, got str '3'"),
-        (lambda d: d["models"][0].update(num_classes=True), "models[0].num_classes: expected int, got bool"),
-        (lambda d: d["models"][0].update(num_classes=5), "model 'fold0' has num_classes 5, but there are 3 classes"),
+        (lambda d: d["heads"][0].update(size="3"), "heads[0].size: expected int, got str '3'"),
+        (lambda d: d["heads"][0].update(size=True), "heads[0].size: expected int, got bool"),
+        (lambda d: d["heads"][0].update(size=5), "the heads [('output', 5)] give 5 multiclass classes, but there are 3"),
+        (lambda d: d["models"][0].update(source="onnx"), "models[0]: model 'fold0': source is 'onnx'; expected one of: timm, code"),
+        (lambda d: d["models"][0].update(source="code"), "code goes with source 'code', and only with it"),
+        (lambda d: d["models"][0].update(takes_metadata=True), "models ['fold0'] take metadata, but the manifest declares none"),
         (lambda d: d["models"][0].update(weight=0), "ensemble weight must be positive"),
         (lambda d: d["models"][0].update(kwargs={"pretrained": True}), "kwargs may not set pretrained"),
         (lambda d: d["models"][0]["weights"].update(path="/etc/passwd"), "must be relative and stay inside the bundle"),
@@ -95,6 +98,21 @@ def test_invalid_manifest_names_the_key(bundle, tmp_path, change, expected):
         load_manifest(edit(root, tmp_path, change))
     assert expected in str(e.value)
     assert str(tmp_path / MANIFEST_NAME) in str(e.value)
+
+
+def as_version_1(data: dict) -> dict:
+    """A version 2 manifest of timm models with one head, written as version 1 was."""
+    models = [{k: v for k, v in m.items() if k not in ("source", "code", "output", "takes_metadata")} for m in data["models"]]
+    for m in models:
+        m["num_classes"] = m["kwargs"].pop("num_classes")
+    return {k: v for k, v in {**data, "schema_version": 1, "models": models}.items()
+            if k not in ("heads", "metadata", "requirements")}
+
+
+def test_a_version_1_manifest_is_read_as_version_2(bundle, tmp_path):
+    root, m = bundle
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(as_version_1(m.to_dict())))
+    assert load_manifest(tmp_path) == m
 
 
 def test_not_json_and_missing_manifest(tmp_path):

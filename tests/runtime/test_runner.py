@@ -12,17 +12,14 @@ import albumentations as A
 import numpy as np
 import pandas as pd
 import pytest
-import timm
 import torch
 from albumentations.pytorch import ToTensorV2
-from PIL import Image, ImageOps
-from safetensors.torch import load_file
-from timm.data import create_transform
 
 from submission.__main__ import main
 from submission.errors import BundleError, DeviceError, InputError, OutputError
 from submission.manifest import TTA_PRESETS, load_manifest
 from submission.runner import Options, run
+from tests import naive
 from tests.bundles import (
     make_images,
     manifest,
@@ -32,72 +29,6 @@ from tests.bundles import (
     with_sample,
     write_bundle,
 )
-
-# The TTA presets as sets of numpy operations on an (H, W, C) array, defined here independently of the runtime.
-NUMPY_TTA = {
-    "none": [lambda a: a],
-    "hflip": [lambda a: a, lambda a: a[:, ::-1]],
-    "vflip": [lambda a: a, lambda a: a[::-1]],
-    "flips": [lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1]],
-    "d4": [lambda a, k=k, f=f: np.rot90(a[:, ::-1] if f else a, k) for f in (0, 1) for k in range(4)],
-}
-
-
-def naive_probabilities(bundle: Path, paths: list[Path]) -> np.ndarray:
-    """Each fold, each view, one image at a time, with timm's own eval transform; merged in plain numpy."""
-    m = load_manifest(bundle)
-    per_model = []  # [M][N][V] logit vectors
-    for spec in m.models:
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes, **spec.kwargs).eval()
-        model.load_state_dict(load_file(str(bundle / spec.weights.path)))
-        pre = spec.preprocess
-        if pre.albumentations is None:
-            transform = create_transform(
-                input_size=pre.input_size, is_training=False, interpolation=pre.interpolation,
-                mean=pre.mean, std=pre.std, crop_pct=pre.crop_pct, crop_mode=pre.crop_mode,
-            )
-        else:
-            album = A.from_dict(pre.albumentations)
-            transform = lambda image, album=album: album(image=np.asarray(image))["image"]  # noqa: E731
-        outputs = []
-        for path in paths:
-            with Image.open(path) as image:
-                rgb = ImageOps.exif_transpose(image).convert("RGB")
-            hwc = transform(rgb).permute(1, 2, 0).numpy()
-            views = []
-            for tta in NUMPY_TTA[m.tta]:
-                x = torch.from_numpy(np.ascontiguousarray(tta(hwc))).permute(2, 0, 1)[None].float()
-                with torch.no_grad():
-                    views.append(model(x)[0].double().numpy())
-            outputs.append(views)
-        per_model.append(outputs)
-
-    def act(z):
-        if m.task == "multiclass":
-            e = np.exp(z - z.max())
-            return e / e.sum()
-        return 1 / (1 + np.exp(-z))
-
-    weights = [spec.weight for spec in m.models]
-    result = []
-    for i in range(len(paths)):
-        total = 0.0
-        for w, outputs in zip(weights, per_model):
-            views = outputs[i]
-            if m.merge == "mean":
-                total = total + w * np.mean([act(z) for z in views], axis=0)
-            elif m.merge == "gmean":
-                total = total + w * np.mean([np.log(act(z)) for z in views], axis=0)
-            else:
-                total = total + w * np.mean(views, axis=0)
-        total = total / sum(weights)
-        if m.merge == "gmean":
-            total = np.exp(total)
-            total = total / total.sum() if m.task == "multiclass" else total
-        elif m.merge == "logits":
-            total = act(total)
-        result.append(total)
-    return np.array(result)
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +72,9 @@ def test_runtime_matches_naive_loop(tmp_path, folds, test_dir, task, tta, merge)
     paths = sorted(test_dir.iterdir(), key=lambda p: int(p.stem[3:]))
     assert ids == [p.stem for p in paths]
     assert (result.rows, result.columns) == (11, 5)
-    expected = naive_probabilities(bundle, paths)
+    expected = naive.probabilities(bundle, paths)
     np.testing.assert_allclose(got, expected, atol=2e-6, rtol=0)  # 6 decimals in the CSV
-    assert len(TTA_PRESETS[m.tta]) == len(NUMPY_TTA[m.tta])
+    assert len(TTA_PRESETS[m.tta]) == len(naive.NUMPY_TTA[m.tta])
     assert np.ptp(expected, axis=0).max() > 0.05  # the images get visibly different predictions
 
 
@@ -156,7 +87,7 @@ def test_albumentations_model_matches_naive_loop(tmp_path, test_dir):
     write_bundle(bundle, manifest(models, tta="hflip"))
     run(test_dir, bundle, tmp_path / "s.csv", Options(workers=0, quiet=True))
     paths = sorted(test_dir.iterdir(), key=lambda p: int(p.stem[3:]))
-    np.testing.assert_allclose(read_probs(tmp_path / "s.csv")[1], naive_probabilities(bundle, paths), atol=2e-6)
+    np.testing.assert_allclose(read_probs(tmp_path / "s.csv")[1], naive.probabilities(bundle, paths), atol=2e-6)
 
 
 def test_same_inputs_give_a_byte_identical_csv(tmp_path, folds, test_dir):

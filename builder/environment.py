@@ -1,0 +1,49 @@
+"""The host's Python environment: the runtime's packages, and the installed versions of any package and of all
+it depends on. The image pins exactly these (``image.lock``); pack tells the user's code's needs from them."""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+from collections.abc import Iterable
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from builder.errors import BuilderError
+
+RUNTIME_PACKAGES = ("torch", "timm", "numpy", "pillow", "safetensors", "pandas")  # what `submission` imports
+
+
+def host_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        raise BuilderError(
+            f"{name} is not installed on this machine; install the version you trained with, so that the image "
+            "can pin it"
+        ) from None
+
+
+def host_pins(packages: Iterable[str]) -> dict[str, str]:
+    """``packages`` and everything they depend on that is installed here, as {canonical name: version}."""
+    pins: dict[str, str] = {}
+    todo = [canonicalize_name(p) for p in packages]
+    for name in todo:
+        host_version(name)
+    while todo:
+        name = todo.pop()
+        if name in pins:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional dependency this host does not have: pip resolves it
+        pins[name] = dist.version
+        for text in dist.requires or ():
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
+                continue
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    return dict(sorted(pins.items()))
