@@ -176,6 +176,8 @@ def base(
 
 
 def _print_report(report: Any) -> None:
+    for note in report.inferred:
+        _say(f"inferred: {note}")
     table = Table(title="checks", title_justify="left")
     for column in ("check", "result", "detail"):
         table.add_column(column, overflow="fold")
@@ -221,8 +223,10 @@ def validate(
     cpus: Optional[float] = typer.Option(None, "--cpus", help="CPU limit of the container."),
     gpus: bool = typer.Option(False, "--gpus", help="Give the container every GPU (NVIDIA container toolkit)."),
     expected_rows: Optional[int] = typer.Option(None, "--expected-rows", help="Rows of the hidden test set (default: the sample's)."),
-    task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass (default) or multilabel."),
+    task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass, multilabel or regression (default: inferred from the sample and the CSV, and said)."),
     classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: class names a,b,c (or a file with one per line)."),
+    top_k: int = typer.Option(1, "--top-k", help="With --csv: class names per row a top-k column may hold."),
+    positive_class: Optional[str] = typer.Option(None, "--positive-class", help="With --csv: the class whose probability a single value column holds (for scoring its labels)."),
     ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found; the CSV is checked against --sample-submission."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
@@ -239,7 +243,8 @@ def validate(
             image=image, csv=csv, data=data, sample_path=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
             expected_rows=expected_rows, out_dir=out, task=task,
-            classes=read_classes(classes, "--classes") if classes else None, ignore_sample=ignore_sample,
+            classes=read_classes(classes, "--classes") if classes else None, top_k=top_k, positive_class=positive_class,
+            ignore_sample=ignore_sample,
             log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None),
         )
         _print_report(result)
@@ -257,15 +262,20 @@ def validate(
 def thresholds(
     oof: Path = typer.Option(..., "--oof", help="Out-of-fold probabilities: id + one column per class."),
     labels: Path = typer.Option(..., "--labels", help="True labels: id + 0/1 class columns, or id + space-separated names."),
-    metric: str = typer.Option("f1", "--metric", help="F-beta to maximise: f1, f2, f0.5, ..."),
+    metric: str = typer.Option("f1", "--metric", help="F-beta to maximise: f1, f2, f0.5, ...; or qwk: cutoffs that cut "
+                               "regression values into grades (--oof: id,value; --labels: id,grade)."),
     average: str = typer.Option("macro", "--average", help="macro, micro or samples."),
     out: Path = typer.Option(Path("thresholds.json"), "--out", help="JSON to write (builder pack --thresholds reads it)."),
 ) -> None:
-    """Choose per-class thresholds for a multilabel task on out-of-fold predictions."""
-    from builder.pack.thresholds import tune_file, write_thresholds
+    """Choose per-class thresholds (multilabel) or grade cutoffs (regression, --metric qwk) on out-of-fold predictions."""
+    from builder.pack.thresholds import tune_cutoffs_file, tune_file, write_thresholds
 
     with _errors():
-        tuned = tune_file(oof, labels, metric, average)
+        tuned = tune_cutoffs_file(oof, labels) if metric.lower() == "qwk" else tune_file(oof, labels, metric, average)
         write_thresholds(tuned, out)
-    _say(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)))
-    typer.echo(f"{tuned.metric}: {tuned.before:.4f} at 0.5 -> {tuned.after:.4f} tuned; wrote {out}")
+    if tuned.metric == "qwk":
+        _say("cutoffs " + ", ".join(f"{t:.3f}" for t in tuned.thresholds))
+        typer.echo(f"qwk: {tuned.before:.4f} at the midpoints -> {tuned.after:.4f} tuned; wrote {out}")
+    else:
+        _say(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)))
+        typer.echo(f"{tuned.metric}: {tuned.before:.4f} at 0.5 -> {tuned.after:.4f} tuned; wrote {out}")

@@ -112,3 +112,40 @@ def per_class(true: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> l
          "support": int(true[:, i].sum())}
         for i, c in enumerate(classes)
     ]
+
+
+def binary_log_loss(true: np.ndarray, scores: np.ndarray) -> float:
+    p = np.clip(scores, EPS, 1 - EPS)
+    return float(-np.mean(true * np.log(p) + (1 - true) * np.log(1 - p)))
+
+
+def quadratic_weighted_kappa(true: np.ndarray, pred: np.ndarray) -> float:
+    """Cohen's kappa with quadratic weights over the grades seen in either vector (scikit-learn's convention)."""
+    true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    grades = np.union1d(true, pred)
+    n = len(grades)
+    index = {g: i for i, g in enumerate(grades)}
+    observed = np.zeros((n, n))
+    for t, p in zip(true, pred):
+        observed[index[t], index[p]] += 1
+    expected = np.outer(observed.sum(1), observed.sum(0)) / observed.sum()
+    weights = (np.arange(n)[:, None] - np.arange(n)[None, :]) ** 2 / max((n - 1) ** 2, 1)
+    denominator = (weights * expected).sum()
+    return float(1 - (weights * observed).sum() / denominator) if denominator else 1.0
+
+
+def average_precision_at_k(true: str, predicted: list[str], k: int) -> float:
+    """1 / the position of the true label among the first k predictions, else 0 (its first position, as the
+    whale-identification grader computes it)."""
+    top = predicted[:k]
+    return 1.0 / (top.index(true) + 1) if true in top else 0.0
+
+
+def mean_average_precision_at_k(true: list[str], predicted: list[list[str]], k: int) -> float:
+    """MAP@k with one true label per row, as image-identification competitions score top-k answers."""
+    return float(np.mean([average_precision_at_k(t, p, k) for t, p in zip(true, predicted)])) if true else 0.0
+
+
+def regression_scores(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    error = pred - true
+    return {"rmse": float(np.sqrt(np.mean(error ** 2))), "mae": float(np.mean(np.abs(error)))}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -36,6 +37,29 @@ def merge(logits: torch.Tensor, weights: torch.Tensor, mode: str, task: str) -> 
         log_p = (log_activate(logits, task).mean(1) * w).sum(0)
         return log_p.softmax(-1) if task == "multiclass" else log_p.exp()
     raise ValueError(f"unknown merge mode {mode!r}")
+
+
+def view_means(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """[M, V, B, K] logits -> [M, B, K]: each model's probabilities, its views averaged (the input of ``rank``)."""
+    return activate(logits, task).mean(1)
+
+
+def percentile_ranks(scores: np.ndarray) -> np.ndarray:
+    """[N, C] -> [N, C]: each column's values as their rank among the N rows over N (ties share their mean rank)."""
+    n = len(scores)
+    ranks = np.empty_like(scores, dtype=np.float64)
+    for c in range(scores.shape[1]):
+        order = np.argsort(scores[:, c], kind="mergesort")
+        _, first, counts = np.unique(scores[order, c], return_index=True, return_counts=True)
+        ranks[order, c] = np.repeat(first + (counts + 1) / 2.0, counts)
+    return ranks / max(n, 1)
+
+
+def rank_average(per_model: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[M, N, C] probabilities of each model over the whole test set -> [N, C]: the weighted mean of each model's
+    percentile ranks (``merge: rank``, as AUC ensembles are averaged)."""
+    w = weights / weights.sum()
+    return sum(wi * percentile_ranks(p) for wi, p in zip(w, per_model))
 
 
 def combine(heads: Sequence[torch.Tensor], task: str) -> torch.Tensor:

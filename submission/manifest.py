@@ -31,7 +31,7 @@ READABLE_VERSIONS = (1, 2)  # version 1 is upgraded when read
 MANIFEST_NAME = "manifest.json"
 IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
-TASKS = ("multiclass", "multilabel")
+TASKS = ("multiclass", "multilabel", "regression")  # softmax per head, sigmoid per output, the raw value
 # TTA preset -> the views it averages; a view is a dihedral transform of the (H, W) plane.
 TTA_PRESETS = {
     "none": ("identity",),
@@ -41,7 +41,7 @@ TTA_PRESETS = {
     "d4": ("identity", "rot90", "rot180", "rot270", "hflip", "vflip", "transpose", "antitranspose"),
 }
 ROTATING_VIEWS = frozenset({"rot90", "rot270", "transpose", "antitranspose"})  # swap height and width
-MERGE_MODES = ("mean", "gmean", "logits")
+MERGE_MODES = ("mean", "gmean", "logits", "rank")  # rank: percentile ranks over the whole test set, averaged
 MODEL_SOURCES = ("timm", "code")  # timm.create_model, or the user's code frozen in the bundle
 METADATA_KINDS = ("categorical", "numeric", "count")
 TIMM_RESERVED = ("pretrained", "pretrained_cfg_overlay", "checkpoint_path")  # timm kwargs the manifest may not set
@@ -193,6 +193,10 @@ class Decision:
     thresholds: tuple[float, ...]  # multilabel: one threshold per class, in class order; multiclass: empty
     at_least_one: bool  # multilabel: a row where no class reaches its threshold gets its most probable class
     top_k: int  # how many class names the "labels" format writes for multiclass (most probable first); 1 otherwise
+    positive_class: str | None  # "binary" format of a multiclass task: the class whose probability is written
+    cutoffs: tuple[float, ...]  # regression: grade = how many cutoffs the value reaches; () writes the value itself
+    new_class: str | None  # top-k: a class name inserted where the next probability falls below new_threshold
+    new_threshold: float | None
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,17 @@ class Manifest:
         else:
             _require(not d.thresholds, "thresholds apply to multilabel tasks only")
             _require(not d.at_least_one, "at_least_one applies to multilabel tasks only")
-        _require(1 <= d.top_k <= n, f"top_k is {d.top_k}; expected 1 to {n}")
+        _require(1 <= d.top_k <= n + (d.new_class is not None), f"top_k is {d.top_k}; expected 1 to {n}")
+        _require(d.positive_class is None or d.positive_class in self.classes,
+                 f"positive_class {d.positive_class!r} is not one of the classes {list(self.classes)}")
+        _require(list(d.cutoffs) == sorted(d.cutoffs), f"cutoffs {list(d.cutoffs)} must be in increasing order")
+        _require(not d.cutoffs or self.task == "regression", "cutoffs apply to regression tasks only")
+        _require((d.new_class is None) == (d.new_threshold is None), "new_class and new_threshold go together")
+        if self.task == "regression":
+            _require(self.class_count == 1, f"a regression model has one output, not {self.class_count}")
+            _require(self.merge in ("mean", "logits"), f"merge {self.merge!r} does not apply to regression; use mean")
+        if self.merge == "rank":
+            _require(len(self.heads) == 1, "merge 'rank' ranks one head's probabilities; the models have several heads")
 
     def _check_output(self) -> None:
         spec = formats.get(self.output.format)
@@ -330,8 +344,11 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
         kwargs = {"num_classes": m.pop("num_classes", None), **(m.get("kwargs") or {})}
         models.append({**m, "source": "timm", "code": None, "kwargs": kwargs, "output": None, "takes_metadata": False})
     classes = data.get("classes") or []
+    decision = data.get("decision")
+    if isinstance(decision, dict):
+        decision = {**decision, "positive_class": None, "cutoffs": [], "new_class": None, "new_threshold": None}
     return {**data, "schema_version": SCHEMA_VERSION, "models": models, "metadata": None, "requirements": [],
-            "heads": [{"name": "output", "size": len(classes)}]}
+            "heads": [{"name": "output", "size": len(classes)}], "decision": decision}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:

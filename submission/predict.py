@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from submission import models as model_io
-from submission.ensemble import combine, merge
+from submission.ensemble import combine, merge, rank_average, view_means
 from submission.errors import DeviceError, InputError
 from submission.inputs.images import decode_rgb
 from submission.inputs.preprocess import Preprocessor, normalize
@@ -179,6 +179,8 @@ def predict(
     n_views, heads = len(views_of(manifest.tta)), manifest.heads
     weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
     result = np.empty((total, len(manifest.classes)), dtype=np.float64)
+    ranked = manifest.merge == "rank"  # each model's probabilities are kept for ranks over the whole test set
+    per_model = np.empty((len(manifest.models), total, len(manifest.classes)), dtype=np.float64) if ranked else None
     problems: dict[int, str] = {}
     start = 0
     with torch.inference_mode():
@@ -202,12 +204,17 @@ def predict(
                     outputs = model_io.split(_forward(model, inputs, device, log), spec, heads, n_views * size)
                     for h, y in enumerate(outputs):
                         per_head[h][index] = y.view(n_views, size, heads[h].size)
-            merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task)
-                      for logits in per_head]
-            result[start : start + size] = combine(merged, manifest.task).numpy()
+            if ranked:
+                per_model[:, start : start + size] = view_means(torch.stack(per_head[0]).cpu().double(), manifest.task)
+            else:
+                merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task)
+                          for logits in per_head]
+                result[start : start + size] = combine(merged, manifest.task).numpy()
             start += size
             if on_batch is not None:
                 on_batch(size)
     if start != total:
         raise ValueError(f"{start} images were predicted, {total} expected")
+    if ranked:
+        result = rank_average(per_model, weights.numpy())
     return result, problems

@@ -46,6 +46,12 @@ def output(fmt: str, class_names: tuple[str, ...], **overrides: Any) -> Output:
     return Output(**values)
 
 
+def decision(thresholds: tuple[float, ...] = (), at_least_one: bool = False, top_k: int = 1, **rest: Any) -> Decision:
+    values = dict(positive_class=None, cutoffs=(), new_class=None, new_threshold=None)
+    values.update(rest)
+    return Decision(tuple(thresholds), at_least_one, top_k, **values)
+
+
 def manifest(
     models: tuple[ModelSpec, ...],
     task: str = "multiclass",
@@ -65,7 +71,7 @@ def manifest(
         tta=tta,
         merge=merge,
         heads=(Head("output", len(names)),),
-        decision=Decision(thresholds=thresholds, at_least_one=False, top_k=1),
+        decision=decision(thresholds),
         output=output(fmt, names),
         sample_submission=sample,
         metadata=None,

@@ -5,7 +5,6 @@ This is everything ``builder pack`` does before Docker is involved (``--bundle-o
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -26,22 +25,17 @@ from builder.pack.checkpoints import find_folds, read_checkpoint
 from builder.pack.folds import Fold, prepare_fold
 from builder.pack.metadata import DeclaredMetadata
 from builder.pack.metadata import declare as declare_metadata
-from builder.pack.sample import Sample, infer_label_as, read_sample
+from builder.pack.sample import read_sample
 from builder.pack.settings import (
-    BY_NAME,
     Sourced,
     as_floats,
     as_list,
     config_layer,
-    default_layer,
     fold_layer,
     lookup,
     option_layer,
-    read_classes,
-    read_thresholds,
 )
-from builder.pack.thresholds import tune_file
-from submission import formats
+from builder.pack.task import path, resolve, submission_settings
 from submission.errors import BundleError
 from submission.manifest import (
     SCHEMA_VERSION,
@@ -83,17 +77,6 @@ def _fold_file_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def _resolve(name: str, layers: tuple) -> Sourced:
-    """A setting from the layers, else its declared default."""
-    found = lookup(name, *layers)
-    return found if found is not None else Sourced(BY_NAME[name].default, "default")
-
-
-def _path(name: str, layers: tuple) -> Path | None:
-    found = lookup(name, *layers)
-    return Path(found.value) if found is not None else None
-
-
 def _heads(layers: tuple) -> Sourced | None:
     """The declared heads: "mask=3,gender=2,age=3", or a mapping/list of name: size in order."""
     found = lookup("heads", *layers)
@@ -113,100 +96,15 @@ def _heads(layers: tuple) -> Sourced | None:
     return Sourced(heads, found.source)
 
 
-def _task_settings(layers: tuple, folds: list[Fold], sample: Sample | None) -> dict[str, Sourced]:
-    """The ensemble-wide settings: task, classes, output format and decisions."""
-    s: dict[str, Sourced] = {}
-    s["task"] = _resolve("task", layers)
-    task = s["task"].value
-    if task not in ("multiclass", "multilabel"):
-        raise ConfigError(f"task from {s['task'].source} is {task!r}; expected multiclass or multilabel")
-    sizes = [h.size for h in folds[0].heads]
-    n = math.prod(sizes) if task == "multiclass" else sum(sizes)
-
-    fmt = lookup("format", *layers)
-    if fmt is None:
-        if sample is None:
-            fmt = Sourced("label" if task == "multiclass" else "labels", f"default for {task} without a sample")
-        else:
-            try:
-                value, reason = formats.infer(sample, task)
-            except ValueError as e:
-                raise ConfigError(f"{sample.path}: {e}; pass --format") from None
-            fmt = Sourced(value, f"{sample.path.name}: {reason}")
-    if fmt.value not in formats.FORMATS:
-        raise ConfigError(f"format from {fmt.source} is {fmt.value!r}; expected one of: {', '.join(formats.FORMATS)}")
-    s["format"] = fmt
-    spec = formats.get(fmt.value)
-
-    classes = lookup("classes", *layers) or _recorded(folds, "classes")
-    if classes is not None:
-        classes = Sourced(read_classes(classes.value, classes.source), classes.source)
-    elif sample is not None and spec.per_class_columns:
-        classes = Sourced(sample.value_columns, f"{sample.path.name} columns (taken to be the model's output order)")
-    else:
-        classes = Sourced(tuple(str(i) for i in range(n)), "class indices (no --classes given)")
-    if len(classes.value) != n:
-        raise ConfigError(f"{len(classes.value)} classes from {classes.source}, but the folds have {n} outputs")
-    s["classes"] = classes
-
-    if sample is not None:
-        given = "--id-column" if lookup("id_column", *layers) else "first column"
-        s["id_column"] = Sourced(sample.id_column, f"{sample.path.name} (its {given})")
-        s["columns"] = Sourced(sample.columns, f"{sample.path.name} header")
-    else:
-        found = lookup("id_column", *layers)
-        s["id_column"] = found if found is not None else Sourced("id", "default")
-        s["columns"] = Sourced(spec.header(s["id_column"].value, classes.value),
-                               "id column and classes (no sample submission)")
-
-    label_as = lookup("label_as", *layers)
-    if label_as is None and sample is not None and not spec.per_class_columns:
-        value, reason = infer_label_as(sample, classes.value)
-        label_as = Sourced(value, f"{sample.path.name}: {reason}")
-    s["label_as"] = label_as or Sourced("name", "default")
-
-    s["tta"] = _resolve("tta", layers)
-    s["merge"] = _resolve("merge", layers)
-    oof, oof_labels = _path("oof", layers), _path("oof_labels", layers)
-    if (oof is None) != (oof_labels is None):
-        raise ConfigError("--oof and --oof-labels go together")
-    if task == "multilabel":
-        t = lookup("thresholds", *layers)
-        if t is not None and oof is not None:
-            raise ConfigError(f"thresholds come from {t.source} and from --oof; keep one")
-        if oof is not None and oof_labels is not None:
-            tuned = tune_file(oof, oof_labels)
-            source = f"tuned on {oof.name}: {tuned.metric} {tuned.before:.4f} at 0.5 -> {tuned.after:.4f}"
-            t = Sourced(dict(zip(tuned.classes, tuned.thresholds)), source)
-        s["thresholds"] = (
-            Sourced(read_thresholds(t.value, t.source, classes.value), t.source) if t else Sourced((0.5,) * n, "default")
-        )
-    else:
-        if lookup("thresholds", *layers) or oof is not None:
-            raise ConfigError("thresholds apply to multilabel tasks; pass --task multilabel or drop --thresholds/--oof")
-        s["thresholds"] = Sourced((), "not used (multiclass)")
-    for name in ("at_least_one", "top_k", "decimals"):
-        s[name] = _resolve(name, layers)
+def _ensemble_settings(layers: tuple, folds: list[Fold]) -> dict[str, Sourced]:
+    """TTA, merge and the folds' weights."""
+    s = {"tta": resolve("tta", layers), "merge": resolve("merge", layers)}
     weights = lookup("fold_weights", *layers)
     if weights is not None:
-        values = as_floats(weights.value, "fold_weights", weights.source, count=len(folds))
-        s["fold_weights"] = Sourced(values, weights.source)
+        s["fold_weights"] = Sourced(as_floats(weights.value, "fold_weights", weights.source, count=len(folds)), weights.source)
     else:
         s["fold_weights"] = Sourced((1.0,) * len(folds), "default (equal)")
     return s
-
-
-def _recorded(folds: list[Fold], name: str) -> Sourced | None:
-    """A setting every fold's training run recorded alike (None when none did); folds that disagree are an error."""
-    found = [(f, f.recorded[name]) for f in folds if name in f.recorded]
-    if not found:
-        return None
-    values = {repr(value) for _, (value, _) in found}
-    if len(values) > 1:
-        detail = "; ".join(f"{f.name}: {value!r} ({source})" for f, (value, source) in found)
-        raise ConfigError(f"the folds' training runs record different {name}: {detail}; pass --{name.replace('_', '-')}")
-    value, source = found[0][1]
-    return Sourced(value, source if len(found) == 1 else f"{source}, and the other folds alike")
 
 
 def _check_folds_agree(folds: list[Fold]) -> None:
@@ -268,9 +166,8 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
     """Find, read and check every fold, then write the bundle to ``out`` (replacing it only when complete)."""
     options, config = option_layer(request.options), config_layer(request.config)
     layers = (options, config)
-    with_defaults = (*layers, default_layer())
     id_column = lookup("id_column", *layers)
-    sample_path = _path("sample_submission", layers)
+    sample_path = path("sample_submission", layers)
     sample = read_sample(sample_path, id_column.value if id_column else None) if sample_path else None
     heads = _heads(layers)
 
@@ -283,15 +180,15 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
         folds, code_cache = [], {}
         pick = lookup("pick", *layers)
         for fold_file in find_folds(request.models, pick.value if pick else None):
-            checkpoint = read_checkpoint(fold_file, use_ema=bool(_resolve("ema", with_defaults).value),
-                                         allow_unsafe=bool(_resolve("allow_unsafe_pickle", with_defaults).value))
+            checkpoint = read_checkpoint(fold_file, use_ema=bool(resolve("ema", layers).value),
+                                         allow_unsafe=bool(resolve("allow_unsafe_pickle", layers).value))
             fold_layers = (options, fold_layer(config, fold_file.name), config)
             folds.append(prepare_fold(checkpoint, fold_layers, staging, heads.value if heads else None, code_cache,
                                       declared.metadata.width if declared else 0))
             if on_fold is not None:
                 on_fold(folds[-1])
         _check_folds_agree(folds)
-        settings = _task_settings(layers, folds, sample)
+        settings = {**submission_settings(layers, folds, sample), **_ensemble_settings(layers, folds)}
         if heads is not None:
             settings["heads"] = Sourced(", ".join(f"{h.name}={h.size}" for h in heads.value), heads.source)
         settings["requirements"] = _requirements(layers, folds, declared)
@@ -321,6 +218,10 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
                     thresholds=tuple(settings["thresholds"].value),
                     at_least_one=bool(settings["at_least_one"].value),
                     top_k=int(settings["top_k"].value),
+                    positive_class=settings["positive_class"].value,
+                    cutoffs=tuple(settings["cutoffs"].value),
+                    new_class=settings["new_class"].value,
+                    new_threshold=settings["new_threshold"].value,
                 ),
                 output=Output(
                     format=settings["format"].value,
@@ -351,11 +252,11 @@ def _remove_unused_code(bundle: Path, manifest: Manifest) -> None:
     """Frozen code that no model or encoder of the manifest uses (it cannot happen, but the bundle holds exactly
     what the manifest names)."""
     used = {f.path for f in manifest.files}
-    for path in sorted((bundle / "code").rglob("*"), reverse=True) if (bundle / "code").exists() else []:
-        if path.is_file() and path.relative_to(bundle).as_posix() not in used:
-            path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+    for entry in sorted((bundle / "code").rglob("*"), reverse=True) if (bundle / "code").exists() else []:
+        if entry.is_file() and entry.relative_to(bundle).as_posix() not in used:
+            entry.unlink()
+        elif entry.is_dir() and not any(entry.iterdir()):
+            entry.rmdir()
 
 
 def _replace_dir(new: Path, target: Path) -> None:

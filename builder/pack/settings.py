@@ -73,7 +73,8 @@ SETTINGS: tuple[Setting, ...] = (
     # the ensemble
     Setting("fold_weights", str, "Ensemble weight of each fold, in fold order: 1,1,2 (default: equal)."),
     Setting("tta", str, "TTA preset: none, hflip, vflip, flips, d4.", "none"),
-    Setting("merge", str, "Merge of folds and views: mean, gmean, logits.", "mean"),
+    Setting("merge", str, "Merge of folds and views: mean, gmean (geometric), logits (mean of logits), rank (percentile "
+            "ranks over the whole test set, averaged: for AUC; it keeps models x images x classes in memory).", "mean"),
     # metadata beside the images
     Setting("metadata_file", str, "The metadata CSV's path in the test folder, e.g. test.csv (the image also takes "
             "--metadata PATH)."),
@@ -87,7 +88,8 @@ SETTINGS: tuple[Setting, ...] = (
     # the task and the submission
     Setting("heads", str, "Several heads combined into the classes, in order: mask=3,gender=2,age=3 (multiclass: "
             "their product, first head most significant; multilabel: side by side)."),
-    Setting("task", str, "multiclass or multilabel.", "multiclass"),
+    Setting("task", str, "multiclass, multilabel or regression (default: from the sample, the folds' outputs and what "
+            "their training recorded, or an error that asks)."),
     Setting("classes", str, "Class names in model output order: a,b,c or a file with one per line."),
     Setting("id_column", str, "Name of the id column (default: the sample's first column, else 'id')."),
     Setting("format", str, "Output format (default: inferred from the sample)."),
@@ -98,7 +100,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("oof_labels", Path, "True labels of --oof."),
     Setting("at_least_one", bool, "Multilabel: give a row with no class above its threshold its most probable "
             "class.", False, flag="--at-least-one/--no-at-least-one"),
-    Setting("top_k", int, "Multiclass 'labels' format: class names per row.", 1),
+    Setting("top_k", int, "Class names per row, most probable first (implies the space-separated 'labels' format)."),
+    Setting("new_class", str, "Top-k: a class name (e.g. new_whale) inserted where the next probability falls below "
+            "--new-threshold."),
+    Setting("new_threshold", float, "Top-k: the probability below which --new-class is inserted."),
+    Setting("positive_class", str, "The class (name or index) whose probability one value column holds: the 'binary' "
+            "format of a multiclass model (default for two classes: the second, or the one named 1/true/positive)."),
+    Setting("cutoffs", str, "Regression: cut the value into integer grades at these increasing cutoffs (0.5,1.5,2.5,3.5), "
+            "or a JSON file from `builder thresholds --metric qwk`."),
     Setting("decimals", int, "Digits after the decimal point in probability cells.", 6),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
@@ -201,9 +210,17 @@ def as_floats(value: Any, name: str, source: str, count: int | None = None) -> t
     return numbers
 
 
+def is_file(value: Any) -> bool:
+    """Whether ``value`` names an existing file (a long list of names is no path: it is not looked up)."""
+    try:
+        return isinstance(value, (str, Path)) and Path(value).is_file()
+    except OSError:  # "File name too long"
+        return False
+
+
 def read_classes(value: Any, source: str) -> tuple[str, ...]:
     """Class names from a list, comma-separated text, or a text file with one name per line."""
-    if isinstance(value, (str, Path)) and Path(value).is_file():
+    if is_file(value):
         names = [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
         names = [str(v) for v in as_list(value, "classes", source)]
@@ -217,7 +234,7 @@ def read_thresholds(value: Any, source: str, classes: tuple[str, ...]) -> tuple[
 
     A CSV holds one row per class (``class,threshold``, header optional); ``builder thresholds`` writes JSON.
     """
-    if isinstance(value, (str, Path)) and Path(value).is_file():
+    if is_file(value):
         path = Path(value)
         source = str(path)
         if path.suffix.lower() == ".csv":
@@ -262,7 +279,7 @@ def read_mapping(value: Any, name: str, source: str) -> dict[str, Any]:
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, (str, Path)):
-        text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else str(value)
+        text = Path(value).read_text(encoding="utf-8") if is_file(value) else str(value)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as e:

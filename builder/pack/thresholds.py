@@ -17,7 +17,7 @@ import pandas as pd
 
 from builder import metrics
 from builder.errors import ConfigError
-from builder.truth import read_labels
+from builder.truth import aligned, numbers, read_labels, read_truth
 from submission.atomic import atomic_path
 
 AVERAGES = ("macro", "micro", "samples")
@@ -131,8 +131,58 @@ def tune_file(oof: Path, labels: Path, metric: str = "f1", average: str = "macro
     return Tuned(classes, tuple(float(t) for t in thresholds), name, before, after)
 
 
+def tune_cutoffs(values: np.ndarray, grades: np.ndarray, max_passes: int = 10) -> np.ndarray:
+    """Increasing cutoffs that cut regression values into the grades with the best quadratic weighted kappa:
+    starting halfway between the grades, each cutoff in turn takes the best candidate between its neighbours,
+    moving only when kappa rises."""
+    levels = np.unique(grades.astype(np.int64))
+    cutoffs = (levels[:-1] + levels[1:]) / 2.0
+
+    def kappa(c: np.ndarray) -> float:
+        return metrics.quadratic_weighted_kappa(grades, np.searchsorted(c, values, side="right"))
+
+    current = kappa(cutoffs)
+    for _ in range(max_passes):
+        changed = False
+        for i in range(len(cutoffs)):
+            lower = cutoffs[i - 1] if i else -np.inf
+            upper = cutoffs[i + 1] if i + 1 < len(cutoffs) else np.inf
+            inside = values[(values > lower) & (values < upper)]
+            if not len(inside):
+                continue
+            points = np.unique(np.quantile(inside, np.linspace(0, 1, CANDIDATES)))
+            for candidate in (points[:-1] + points[1:]) / 2:
+                trial = cutoffs.copy()
+                trial[i] = candidate
+                value = kappa(trial)
+                if value > current + 1e-12:
+                    cutoffs, current, changed = trial, value, True
+        if not changed:
+            break
+    return cutoffs
+
+
+def tune_cutoffs_file(oof: Path, labels: Path) -> Tuned:
+    """Cutoffs for out-of-fold regression values (id + one column) against integer grades (id + one column)."""
+    table = read_truth(oof, "id")
+    values = numbers(table)
+    grades = numbers(aligned(read_truth(labels, "id"), pd.Series(table.index)))
+    levels = np.unique(grades)
+    if not np.array_equal(levels, np.arange(len(levels))):
+        raise ConfigError(f"{labels} must hold the integer grades 0, 1, ... (found {levels[:10].tolist()}): a grade is "
+                          "how many cutoffs the value reaches")
+    cutoffs = np.round(tune_cutoffs(values, grades), 6)
+    start = (levels[:-1] + levels[1:]) / 2.0
+    before = metrics.quadratic_weighted_kappa(grades, np.searchsorted(start, values, side="right"))
+    after = metrics.quadratic_weighted_kappa(grades, np.searchsorted(cutoffs, values, side="right"))
+    return Tuned(("cutoffs",), tuple(float(c) for c in cutoffs), "qwk", before, after)
+
+
 def write_thresholds(tuned: Tuned, out: Path) -> None:
-    data = {"metric": tuned.metric, "before": tuned.before, "after": tuned.after,
-            "thresholds": dict(zip(tuned.classes, tuned.thresholds))}
+    if tuned.metric == "qwk":
+        data = {"metric": tuned.metric, "before": tuned.before, "after": tuned.after, "cutoffs": list(tuned.thresholds)}
+    else:
+        data = {"metric": tuned.metric, "before": tuned.before, "after": tuned.after,
+                "thresholds": dict(zip(tuned.classes, tuned.thresholds))}
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -106,7 +106,16 @@ def check_table(table: pd.DataFrame, exp: Expectation, test_ids: set[str] | None
     value_columns = [c for c in exp.columns if c != exp.id_column and c in table.columns]
     if not value_columns:
         return checks
-    return checks + formats.get(exp.format).check(table[value_columns], exp)
+    return checks + _constant_columns(table[value_columns]) + formats.get(exp.format).check(table[value_columns], exp)
+
+
+def _constant_columns(values: pd.DataFrame) -> list[Check]:
+    """A column holding one value in every row is a warning: a model that collapsed, or a format mistake."""
+    if len(values) < 2 or values.shape[1] > 1 and len(values.columns) > 20:
+        return []  # many class columns: a rare class is legitimately 0 everywhere
+    same = [c for c in values.columns if values[c].nunique() == 1]
+    detail = "; ".join(f"column {c!r} holds {values[c].iloc[0]!r} in every row" for c in same)
+    return [Check("constant column", not same, detail, level="warning")]
 
 
 def passed(checks: list[Check]) -> bool:

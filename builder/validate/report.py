@@ -17,14 +17,13 @@ from docker.errors import ImageNotFound
 
 from builder.errors import ConfigError, DockerError
 from builder.image.engine import connect
-from builder.pack.sample import Sample, infer_label_as, read_sample
-from builder.truth import read_labels
+from builder.pack.sample import read_sample
+from builder.validate import expect
 from builder.validate.checks import check_table, passed, read_table
 from builder.validate.run import RunReport, grader_run, project, run_checks
 from builder.validate.scoring import Score, score
-from submission import formats
 from submission.atomic import atomic_path
-from submission.formats.base import Check, Expectation
+from submission.formats.base import Check
 from submission.inputs.images import has_image_suffix, list_images
 from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest
 
@@ -36,6 +35,7 @@ class Report:
     run: RunReport | None = None
     score: Score | None = None
     projection: dict[str, Any] | None = None
+    inferred: list[str] = field(default_factory=list)  # what was inferred of a CSV checked alone, and why
 
     @property
     def passed(self) -> bool:
@@ -73,27 +73,12 @@ def image_manifest(client: docker.DockerClient, image: str) -> tuple[Manifest, b
         container.remove(force=True)
 
 
-def expectation_from(manifest: Manifest | None, sample: Sample, task: str | None = None,
-                     classes: tuple[str, ...] | None = None) -> Expectation:
-    """What the CSV must look like: from the image's manifest, else from the sample (and --task, --classes)."""
-    if manifest is not None:
-        return Expectation(sample.columns, sample.id_column, sample.ids, manifest.output.format, manifest.task,
-                           manifest.classes, manifest.output.label_as)
-    task = task or "multiclass"
-    fmt, _ = formats.infer(sample, task)
-    spec = formats.get(fmt)
-    if spec.per_class_columns:
-        classes = sample.value_columns
-    label_as = "name" if spec.per_class_columns else infer_label_as(sample, classes or ())[0]
-    return Expectation(sample.columns, sample.id_column, sample.ids, fmt, task, classes, label_as)
-
-
 def validate(
     *, image: str | None, csv: Path | None, data: Path | None, sample_path: Path | None, labels: Path | None,
     metric: str | None = None, time_limit: float | None = None, memory: str | None = None, cpus: float | None = None,
     gpus: bool = False, expected_rows: int | None = None, out_dir: Path | None = None, task: str | None = None,
-    classes: tuple[str, ...] | None = None, ignore_sample: bool = False,
-    log: Callable[[str], None] = lambda line: None,
+    classes: tuple[str, ...] | None = None, top_k: int = 1, positive_class: str | None = None,
+    ignore_sample: bool = False, log: Callable[[str], None] = lambda line: None,
 ) -> Report:
     """Run ``image`` on ``data`` (or take ``csv`` as it is), check the CSV, and score it with ``labels``.
 
@@ -120,7 +105,6 @@ def validate(
         if bundled_sample is not None and not ignore_sample and Path(sample_path).read_bytes() != bundled_sample:
             report.checks.append(Check("sample differs", False, f"{sample_path} is not the sample bundled in {image}: "
                                                                 "pack again with the platform's current sample"))
-        exp = expectation_from(manifest, sample, task, classes)
         if image is not None:
             if data is None:
                 raise ConfigError("--data TEST_DIR is needed to run the image")
@@ -140,6 +124,12 @@ def validate(
                                            level="warning"))
         checks, table = read_table(csv)
         report.checks.extend(checks)
+        if manifest is not None:
+            exp = expect.from_manifest(manifest, sample)
+        else:
+            cells = table[[c for c in sample.value_columns if c in table.columns]] if table is not None else None
+            exp = expect.inferred(sample, cells, task=task, classes=classes, top_k=top_k, positive_class=positive_class)
+            report.inferred = list(exp.notes)
         if table is not None:
             test_ids = None
             if data is not None:
@@ -147,9 +137,7 @@ def validate(
                 test_ids = {p.name if with_suffix else p.stem for p in list_images(data)}
             report.checks.extend(check_table(table, exp, test_ids))
             if labels is not None and report.passed:
-                if exp.classes is None:
-                    raise ConfigError("scoring a label column needs the class names: pass --classes a,b,c")
-                report.score = score(table, exp, read_labels(labels, exp.id_column, exp.classes), metric)
+                report.score = score(table, exp, labels, metric)
     return report
 
 

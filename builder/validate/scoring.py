@@ -1,15 +1,23 @@
-"""A checked submission + the true labels -> the leaderboard score and a per-class table."""
+"""A checked submission + the true labels -> the leaderboard score (and a per-class table where there are classes).
+
+The format's spec reads the CSV back; what it holds decides the metrics: class decisions and probabilities
+(accuracy, F-scores, log loss, macro ROC AUC), a positive class's probability (ROC AUC, log loss), values or grades
+(quadratic weighted kappa, RMSE, MAE), top-k names (MAP@k).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from builder import metrics
 from builder.errors import ConfigError
+from builder.truth import aligned, class_matrix, numbers, read_truth
 from submission import formats
-from submission.formats.base import Expectation
+from submission.formats.base import Expectation, ReadBack
 
 
 @dataclass(frozen=True)
@@ -17,33 +25,59 @@ class Score:
     metric: str  # the headline metric's name
     value: float
     scores: dict[str, float]  # every metric computed
-    per_class: list[dict]  # precision, recall, F1, support of each class
+    per_class: list[dict]  # precision, recall, F1, support of each class (empty without classes)
 
 
-def score(table: pd.DataFrame, exp: Expectation, truth: pd.DataFrame, metric: str | None = None,
-          beta: float = 2.0) -> Score:
-    """Score a submission that passed the checks against ``truth`` (from ``read_labels``)."""
-    classes = exp.classes or tuple(truth.columns)
-    ids = table[exp.id_column]
-    missing = [i for i in ids if i not in truth.index]
-    if missing:
-        raise ConfigError(f"{len(missing)} submission id(s) have no label: {missing[:5]}")
-    true = truth.loc[ids].to_numpy()
-    spec = formats.get(exp.format)
-    value_columns = [c for c in exp.columns if c != exp.id_column]
-    back = spec.read_back(table[value_columns].reset_index(drop=True), replace(exp, classes=classes))
+def _class_scores(back: ReadBack, truth: pd.DataFrame, exp: Expectation, beta: float) -> tuple[dict[str, float], list]:
+    if exp.classes is None:
+        raise ConfigError("scoring a label column needs the class names: pass --classes a,b,c")
+    classes = exp.classes
+    true = class_matrix(truth, classes, several=exp.task == "multilabel")
     pred, probs = back.decisions, back.probabilities
-    if exp.task == "multiclass":
-        scores = metrics.multiclass_scores(true.argmax(1), pred.argmax(1), len(classes))
-        if probs is not None:
-            scores["log_loss"] = metrics.log_loss(true.argmax(1), probs, "multiclass")
-            scores["roc_auc_macro"] = metrics.macro_roc_auc(true, probs)
-    else:
+    if exp.task == "multilabel":
         scores = metrics.multilabel_scores(true, pred, beta)
         if probs is not None:
             scores["log_loss"] = metrics.log_loss(true, probs, "multilabel")
             scores["roc_auc_macro"] = metrics.macro_roc_auc(true, probs)
-    name = metric or spec.default_metric(exp.task)
+    else:
+        scores = metrics.multiclass_scores(true.argmax(1), pred.argmax(1), len(classes))
+        if probs is not None:
+            scores["log_loss"] = metrics.log_loss(true.argmax(1), probs, "multiclass")
+            scores["roc_auc_macro"] = metrics.macro_roc_auc(true, probs)
+    return scores, metrics.per_class(true, pred, classes)
+
+
+def score(table: pd.DataFrame, exp: Expectation, labels: Path, metric: str | None = None, beta: float = 2.0) -> Score:
+    """Score a submission that passed the checks against the labels file."""
+    truth = aligned(read_truth(labels, exp.id_column), table[exp.id_column])
+    spec = formats.get(exp.format)
+    values = table[[c for c in exp.columns if c != exp.id_column]].reset_index(drop=True)
+    per_class: list = []
+    if exp.format in ("binary",):
+        back = spec.read_back(values, exp)
+        true = numbers(truth, exp.positive_class)
+        scores = {"roc_auc": metrics.roc_auc(true, back.scores), "log_loss": metrics.binary_log_loss(true, back.scores),
+                  "accuracy": float(np.mean((back.scores >= 0.5) == (true >= 0.5)))}
+    elif exp.format == "value":
+        back = spec.read_back(values, exp)
+        true = numbers(truth)
+        scores = metrics.regression_scores(true, back.values)
+        if exp.grades:
+            scores = {"qwk": metrics.quadratic_weighted_kappa(true, back.values),
+                      "accuracy": float(np.mean(true == back.values)), **scores}
+    else:
+        if exp.format == "labels" and exp.task is None:  # the sample left it open: the labels tell
+            several = any(len(str(c).split()) > 1 and str(c).strip() not in (exp.classes or ()) for c in truth.iloc[:, 0])
+            k = max((len(str(c).split()) for c in values.iloc[:, 0]), default=1)
+            exp = replace(exp, task="multilabel" if several else "multiclass", top_k=1 if several else max(k, 1))
+        back = spec.read_back(values, replace(exp, classes=exp.classes or tuple(truth.columns)))
+        if back.ranked is not None and exp.top_k > 1:
+            true_names = [str(c).strip() for c in truth.iloc[:, 0]]
+            scores = {f"map@{exp.top_k}": metrics.mean_average_precision_at_k(true_names, back.ranked, exp.top_k),
+                      "accuracy": float(np.mean([bool(r) and r[0] == t for t, r in zip(true_names, back.ranked)]))}
+        else:
+            scores, per_class = _class_scores(back, truth, replace(exp, classes=exp.classes or tuple(truth.columns)), beta)
+    name = metric or spec.default_metric(exp)
     if name not in scores:
         raise ConfigError(f"metric {name!r} is not computed for this submission; choose one of: {', '.join(scores)}")
-    return Score(name, scores[name], scores, metrics.per_class(true, pred, classes))
+    return Score(name, scores[name], scores, per_class)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from submission.formats import label, labels, onehot, probs
-from submission.formats.base import Check, Expectation, Format, ReadBack, SampleLike
+from submission.formats import binary, label, labels, onehot, probs, value
+from submission.formats.base import Check, Context, Expectation, Format, ReadBack, SampleLike
 
 if TYPE_CHECKING:
     from submission.manifest import Manifest
@@ -32,7 +32,7 @@ def register(spec: Format, first: bool = False) -> Format:
     return spec
 
 
-for _module in (label, labels, onehot, probs):
+for _module in (value, binary, labels, label, onehot, probs):  # inference order: the most specific first
     register(_module.FORMAT)
 
 
@@ -43,13 +43,14 @@ def get(name: str) -> Format:
         raise KeyError(f"unknown output format {name!r}; expected one of: {', '.join(FORMATS)}") from None
 
 
-def infer(sample: SampleLike, task: str) -> tuple[str, str]:
-    """(format, reason): the first registered format that fits the sample for ``task``."""
+def infer(sample: SampleLike, context: Context) -> tuple[str, str]:
+    """(format, reason): the first registered format that fits the sample in ``context``."""
     for spec in FORMATS.values():
-        reason = spec.fits(sample, task)
-        if reason is not None and task in spec.tasks:
+        reason = spec.fits(sample, context)
+        if reason is not None and (context.task is None or context.task in spec.tasks):
             return spec.name, reason
-    raise ValueError(f"no output format fits a sample with the columns {list(sample.columns)} for a {task} task")
+    task = f"a {context.task} task" if context.task else "any task"
+    raise ValueError(f"no output format fits a sample with the columns {list(sample.columns)} for {task}")
 
 
 def build_table(ids: Sequence[str], probs: np.ndarray, manifest: Manifest) -> pd.DataFrame:
@@ -57,10 +58,8 @@ def build_table(ids: Sequence[str], probs: np.ndarray, manifest: Manifest) -> pd
     out = manifest.output
     if probs.shape != (len(ids), len(manifest.classes)):
         raise ValueError(f"probabilities of shape {probs.shape} for {len(ids)} ids and {len(manifest.classes)} classes")
-    table = pd.DataFrame({out.id_column: pd.array(list(ids), dtype=object)})
-    for column, values in get(out.format).values(probs, manifest).items():
-        table[column] = values
-    return table[list(out.columns)]
+    columns = {out.id_column: pd.array(list(ids), dtype=object), **get(out.format).values(probs, manifest)}
+    return pd.DataFrame(columns)[list(out.columns)]
 
 
-__all__ = ["FORMATS", "Check", "Expectation", "Format", "ReadBack", "build_table", "get", "infer", "register"]
+__all__ = ["FORMATS", "Check", "Context", "Expectation", "Format", "ReadBack", "build_table", "get", "infer", "register"]

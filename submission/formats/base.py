@@ -2,14 +2,14 @@
 
 A format spec owns everything about one submission layout: the tasks it serves, its header, how it is inferred
 from a sample submission, how a table is written from probabilities, how a CSV of it is checked the way a
-leaderboard checks it, and how such a CSV is read back into a matrix for scoring. Specs are pure numpy/pandas:
-the builder imports them without torch.
+leaderboard checks it, and how such a CSV is read back for scoring. Specs are pure numpy/pandas: the builder
+imports them without torch.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
@@ -34,6 +34,18 @@ class SampleLike(Protocol):
 
 
 @dataclass(frozen=True)
+class Context:
+    """What is known besides the sample when a format is inferred: at pack time the task and the models' outputs;
+    when a CSV is validated alone, the options given and the CSV's own cells."""
+
+    task: str | None = None  # None: not known
+    outputs: int | None = None  # the number of classes the models' heads give (pack), None when validating
+    top_k: int = 1
+    positive_class: str | None = None
+    cells: pd.DataFrame | None = None  # the submission's value cells, as text (validate --csv)
+
+
+@dataclass(frozen=True)
 class Check:
     name: str  # as platforms name it: "CSV not found", "wrong columns", "empty values", ...
     passed: bool
@@ -43,23 +55,31 @@ class Check:
 
 @dataclass(frozen=True)
 class Expectation:
-    """What a submission CSV must look like: from an image's manifest, or from a sample and options."""
+    """What a submission CSV must look like: from an image's manifest, or inferred from a sample and options."""
 
     columns: tuple[str, ...]  # the header the platform expects, in order
     id_column: str
     ids: tuple[str, ...]  # the ids it expects (the sample's), in order
     format: str  # a registered format name
-    task: str  # "multiclass" or "multilabel"
+    task: str | None  # "multiclass", "multilabel", "regression", or None when it cannot be told
     classes: tuple[str, ...] | None  # class names, when known: label cells must be one of them
     label_as: str = "name"  # "name" or "index"
+    top_k: int = 1  # names per row a multiclass "labels" cell may hold
+    positive_class: str | None = None  # "binary": the class whose probability the column holds
+    grades: bool = False  # "value": the cells are integer grades (a regression cut at cutoffs)
+    probability: bool = True  # "value": False when the column may hold any number; "binary": always True
+    notes: tuple[str, ...] = field(default=())  # what was inferred, and why, for the report
 
 
 @dataclass(frozen=True)
 class ReadBack:
-    """A checked submission turned back into matrices over the classes, row by row."""
+    """A checked submission read back for scoring; each format fills what it holds."""
 
-    decisions: np.ndarray  # [N, C] 0/1: the classes the submission predicts
+    decisions: np.ndarray | None = None  # [N, C] 0/1 over the classes: what the submission predicts
     probabilities: np.ndarray | None = None  # [N, C] floats, where the format holds them
+    scores: np.ndarray | None = None  # [N] the positive class's probability ("binary")
+    values: np.ndarray | None = None  # [N] numbers or grades ("value")
+    ranked: list[list[str]] | None = None  # the class names of each row, best first ("labels" top-k)
 
 
 def show(items: list) -> str:
@@ -88,6 +108,30 @@ def one_hot(indices: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def one_column(sample: SampleLike) -> pd.Series | None:
+    """The sample's only value column, or None when it has several."""
+    return sample.values.iloc[:, 0] if len(sample.value_columns) == 1 else None
+
+
+def number_checks(values: pd.DataFrame, what: str, low: float | None = None, high: float | None = None) -> list[Check]:
+    """Every cell a finite number (in [low, high] when given)."""
+    columns = list(values.columns)
+    parsed = values.apply(pd.to_numeric, errors="coerce")
+    blank = values.apply(lambda col: col.str.strip() == "").to_numpy()
+    bad = parsed.isna().to_numpy() & ~blank
+    if bad.any():
+        return [Check("wrong type", False, f"{what} cells must be numbers: {show(cells_at(values, bad, columns))}")]
+    array = parsed.to_numpy(dtype=float)
+    problems = ~np.isfinite(array) & ~blank
+    if low is not None:
+        problems |= (array < low) | (array > high)
+    rows, cols = np.nonzero(problems)
+    where = [f"line {line(r)} column {columns[c]!r} = {values.iat[r, c]}" for r, c in zip(rows, cols)]
+    bounds = f"outside [{low:g}, {high:g}]" if low is not None else "not finite"
+    detail = f"{what}s {bounds}: {show(where)}" if where else ""
+    return [Check("wrong type", True), Check("invalid values", not detail, detail)]
+
+
 class Format:
     """Base of the format specs; each spec module defines one subclass and registers one instance of it."""
 
@@ -103,9 +147,14 @@ class Format:
 
     def check_manifest(self, manifest: Manifest) -> str | None:
         """Why the manifest's output settings do not fit this format (None when they do)."""
-        o = manifest.output
-        if manifest.decision.top_k != 1 and not self.writes_top_k(manifest):
+        o, d = manifest.output, manifest.decision
+        if d.top_k != 1 and not self.writes_top_k(manifest):
             return f"top_k applies to the 'labels' format of multiclass tasks, not to {self.name!r}"
+        if d.new_class is not None and not self.writes_top_k(manifest):
+            return f"new_class applies to the 'labels' format of multiclass tasks, not to {self.name!r}"
+        if manifest.merge == "rank" and not self.accepts_ranks(manifest.task):
+            return (f"merge 'rank' writes percentile ranks, which format {self.name!r} of a {manifest.task} task "
+                    "cannot hold; it suits 'binary' and multilabel 'probs' (scored by ROC AUC)")
         if self.per_class_columns:
             if sorted(o.columns[1:]) != sorted(manifest.classes):
                 return (f"format {self.name!r} needs one column per class; columns {list(o.columns[1:])} "
@@ -118,14 +167,18 @@ class Format:
         """Whether this format writes the ``top_k`` most probable classes."""
         return False
 
-    # --- pack: from a sample -------------------------------------------------------------------------------
-    def fits(self, sample: SampleLike, task: str) -> str | None:
-        """Why ``sample`` calls for this format for ``task`` (None when it does not)."""
+    def accepts_ranks(self, task: str) -> bool:
+        """Whether percentile ranks (merge 'rank') are valid cells of this format."""
+        return False
+
+    # --- pack and validate: from a sample ------------------------------------------------------------------
+    def fits(self, sample: SampleLike, context: Context) -> str | None:
+        """Why ``sample`` calls for this format in ``context`` (None when it does not)."""
         raise NotImplementedError
 
     # --- run: probabilities -> table -----------------------------------------------------------------------
     def values(self, probs: np.ndarray, manifest: Manifest) -> dict[str, Any]:
-        """The value columns of the submission, by column name, from [N, C] probabilities."""
+        """The value columns of the submission, by column name, from [N, C] probabilities (values, for regression)."""
         raise NotImplementedError
 
     # --- validate: a CSV of this format --------------------------------------------------------------------
@@ -134,10 +187,10 @@ class Format:
         raise NotImplementedError
 
     def read_back(self, values: pd.DataFrame, exp: Expectation) -> ReadBack:
-        """The decisions (and probabilities) of a CSV that passed ``check``."""
+        """What a CSV that passed ``check`` predicts."""
         raise NotImplementedError
 
-    def default_metric(self, task: str) -> str:
+    def default_metric(self, exp: Expectation) -> str:
         return "accuracy"
 
     def empty_cells_allowed(self, exp: Expectation) -> bool:

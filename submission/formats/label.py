@@ -7,14 +7,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from submission.formats.base import INTEGER, Check, Expectation, Format, ReadBack, SampleLike, line, show
+from submission.formats.base import (
+    INTEGER,
+    Check,
+    Context,
+    Expectation,
+    Format,
+    ReadBack,
+    SampleLike,
+    line,
+    one_column,
+    show,
+)
 
 if TYPE_CHECKING:
     from submission.manifest import Manifest
 
 
 def tokens_of(column: pd.Series, several: bool) -> list[list[str]]:
-    """The class tokens of each cell: the whole cell, or its space-separated names when ``several``."""
+    """The class tokens of each cell: the whole cell (a class name may hold spaces), or its space-separated names."""
     if several:
         return [cell.split() for cell in column]
     return [[cell.strip()] if cell.strip() else [] for cell in column]
@@ -32,7 +43,7 @@ def check_tokens(tokens: list[list[str]], exp: Expectation) -> list[Check]:
         detail = f"class indices outside 0..{n - 1}: {show([f'line {line(r)}: {t}' for r, t in out])}" if out else ""
         return [Check("wrong type", True), Check("invalid values", not detail, detail)]
     if exp.classes is None:
-        return [Check("invalid values", True, "class names unknown: cells not checked", level="warning")]
+        return [Check("invalid values", True, "class names unknown (pass --classes): cells not checked", level="warning")]
     known = set(exp.classes)
     unknown = [(r, t) for r, ts in enumerate(tokens) for t in ts if t not in known]
     detail = f"unknown class names: {show([f'line {line(r)}: {t!r}' for r, t in unknown])}" if unknown else ""
@@ -49,8 +60,8 @@ def class_matrix(tokens: list[list[str]], classes: tuple[str, ...], label_as: st
     return out
 
 
-def label_cells(indices: list[list[int]], classes: tuple[str, ...], by_name: bool) -> list[str]:
-    return [" ".join(classes[j] if by_name else str(j) for j in row) for row in indices]
+def label_cells(indices: list[list[int]], names: tuple[str, ...], by_name: bool) -> list[str]:
+    return [" ".join(names[j] if by_name else str(j) for j in row) for row in indices]
 
 
 class Label(Format):
@@ -59,10 +70,11 @@ class Label(Format):
     summary = "`ImageID,ans`: `cat_001,7` (`--label-as index`) or `cat_001,dog` (`name`)"
     per_class_columns = False
 
-    def fits(self, sample: SampleLike, task: str) -> str | None:
-        if len(sample.value_columns) == 1 and task == "multiclass":
-            return f"one prediction column {sample.value_columns[0]!r} and a {task} task"
-        return None
+    def fits(self, sample: SampleLike, context: Context) -> str | None:
+        column = one_column(sample)
+        if column is None or context.task not in (None, "multiclass"):
+            return None
+        return f"one prediction column {sample.value_columns[0]!r} holding one label per row"
 
     def values(self, probs: np.ndarray, manifest: Manifest) -> dict[str, Any]:
         best = probs.argmax(axis=1)
@@ -75,7 +87,7 @@ class Label(Format):
 
     def read_back(self, values: pd.DataFrame, exp: Expectation) -> ReadBack:
         tokens = tokens_of(values.iloc[:, 0], several=False)
-        return ReadBack(class_matrix(tokens, exp.classes or (), exp.label_as))
+        return ReadBack(decisions=class_matrix(tokens, exp.classes or (), exp.label_as))
 
 
 FORMAT = Label()

@@ -9,6 +9,7 @@ import pandas as pd
 
 from submission.formats.base import (
     Check,
+    Context,
     Expectation,
     Format,
     ReadBack,
@@ -30,7 +31,7 @@ class OneHot(Format):
     summary = "`index,a,b,...,z`: `00012,0,1,...,0`"
     per_class_columns = True
 
-    def fits(self, sample: SampleLike, task: str) -> str | None:
+    def fits(self, sample: SampleLike, context: Context) -> str | None:
         if len(sample.value_columns) > 1 and is_integer_text(sample.values):
             return f"{len(sample.value_columns)} class columns holding integers"
         return None
@@ -52,10 +53,10 @@ class OneHot(Format):
         return checks
 
     def read_back(self, values: pd.DataFrame, exp: Expectation) -> ReadBack:
-        return ReadBack(values[list(exp.classes or values.columns)].astype(int).to_numpy())
+        return ReadBack(decisions=values[list(exp.classes or values.columns)].astype(int).to_numpy())
 
-    def default_metric(self, task: str) -> str:
-        return "f1_samples" if task == "multilabel" else "accuracy"
+    def default_metric(self, exp: Expectation) -> str:
+        return "f1_samples" if exp.task == "multilabel" else "accuracy"
 
 
 FORMAT = OneHot()

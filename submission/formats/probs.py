@@ -1,4 +1,7 @@
-"""``probs``: one probability column per class (``id,cat,dog,fox``: ``img_1,0.101234,0.700000,0.198766``)."""
+"""``probs``: one probability column per class (``id,cat,dog,fox``: ``img_1,0.101234,0.700000,0.198766``).
+
+Multiclass rows are written so that their printed values sum to exactly one; graders check the sum to about 1e-5.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +12,30 @@ import pandas as pd
 
 from submission.formats.base import (
     Check,
+    Context,
     Expectation,
     Format,
     ReadBack,
     SampleLike,
-    cells_at,
     is_integer_text,
     line,
+    number_checks,
     one_hot,
     show,
 )
+from submission.formats.decide import rounded_rows
 
 if TYPE_CHECKING:
     from submission.manifest import Manifest
 
-SUM_TOLERANCE = 1e-3  # multiclass probability rows must sum to 1 within this
+SUM_TOLERANCE = 1e-5  # multiclass probability rows must sum to 1 within this (graders use 1e-5 to 1e-6)
+
+
+def sums_to_one(values: pd.DataFrame, tolerance: float = 1e-3) -> bool:
+    """Whether every row of the numeric cells sums to 1 (a multiclass sample: 1/C in every cell)."""
+    parsed = values.apply(pd.to_numeric, errors="coerce")
+    return bool(len(parsed)) and not parsed.isna().to_numpy().any() and bool(
+        np.all(np.abs(parsed.sum(axis=1).to_numpy() - 1) <= tolerance))
 
 
 class Probs(Format):
@@ -32,39 +44,36 @@ class Probs(Format):
     summary = "`id,cat,dog,fox`: `img_1,0.101234,0.700000,0.198766`"
     per_class_columns = True
 
-    def fits(self, sample: SampleLike, task: str) -> str | None:
+    def accepts_ranks(self, task: str) -> bool:
+        return task == "multilabel"
+
+    def fits(self, sample: SampleLike, context: Context) -> str | None:
         if len(sample.value_columns) > 1 and not is_integer_text(sample.values):
             return f"{len(sample.value_columns)} class columns holding decimals"
         return None
 
     def values(self, probs: np.ndarray, manifest: Manifest) -> dict[str, Any]:
+        if manifest.task == "multiclass" and manifest.merge != "rank":
+            probs = rounded_rows(probs, manifest.output.decimals)
         return {name: probs[:, i] for i, name in enumerate(manifest.classes)}
 
     def check(self, values: pd.DataFrame, exp: Expectation) -> list[Check]:
-        columns = list(values.columns)
-        numbers = values.apply(pd.to_numeric, errors="coerce")
-        bad = numbers.isna().to_numpy() & ~values.apply(lambda col: col.str.strip() == "").to_numpy()
-        if bad.any():
-            return [Check("wrong type", False, f"probability cells must be numbers: {show(cells_at(values, bad, columns))}")]
-        array = numbers.to_numpy(dtype=float)
-        rows, cols = np.nonzero((array < 0) | (array > 1))
-        problems = [f"line {line(r)} column {columns[c]!r} = {array[r, c]:g}" for r, c in zip(rows, cols)]
-        detail = f"probabilities outside [0, 1]: {show(problems)}" if problems else ""
-        if exp.task == "multiclass" and not problems:
-            sums = np.nansum(array, axis=1)
-            wrong = np.flatnonzero(np.abs(sums - 1) > SUM_TOLERANCE)
-            if len(wrong):
-                shown = [f"line {line(r)} sums to {sums[r]:.6f}" for r in wrong]
-                detail = f"multiclass probability rows must sum to 1 (within {SUM_TOLERANCE:g}): {show(shown)}"
-        return [Check("wrong type", True), Check("invalid values", not detail, detail)]
+        checks = number_checks(values, "probability", 0.0, 1.0)
+        if exp.task != "multiclass" or not all(c.passed for c in checks):
+            return checks
+        sums = values.apply(pd.to_numeric, errors="coerce").sum(axis=1).to_numpy()
+        wrong = np.flatnonzero(np.abs(sums - 1) > SUM_TOLERANCE)
+        shown = [f"line {line(r)} sums to {sums[r]:.7f}" for r in wrong]
+        detail = f"multiclass probability rows must sum to 1 (within {SUM_TOLERANCE:g}): {show(shown)}" if len(wrong) else ""
+        return [*checks[:-1], Check("invalid values", not detail, detail)]
 
     def read_back(self, values: pd.DataFrame, exp: Expectation) -> ReadBack:
         probs = values[list(exp.classes or values.columns)].astype(float).to_numpy()
         decisions = one_hot(probs.argmax(1), probs.shape[1]) if exp.task == "multiclass" else (probs >= 0.5).astype(int)
-        return ReadBack(decisions, probs)
+        return ReadBack(decisions=decisions, probabilities=probs)
 
-    def default_metric(self, task: str) -> str:
-        return "log_loss" if task == "multiclass" else "roc_auc_macro"
+    def default_metric(self, exp: Expectation) -> str:
+        return "log_loss" if exp.task == "multiclass" else "roc_auc_macro"
 
 
 FORMAT = Probs()

@@ -299,7 +299,7 @@ def test_hugging_face_label_names_become_the_classes(tmp_path):
     for fold in range(2):
         save_for_hf(tiny_model(seed=fold), str(tmp_path / "runs" / f"fold{fold}"),
                     model_config={"label_names": ["cat", "dog", "fox"]}, safe_serialization=True)
-    sample = write_sample(tmp_path / "s.csv", ["id", "dog", "fox", "cat"], ["a"], "0.3")
+    sample = write_sample(tmp_path / "s.csv", ["id", "dog", "fox", "cat"], ["a"], "0.333333")
     bundle = pack(tmp_path / "runs", tmp_path / "b", sample=sample)
     m = load_manifest(bundle.path)
     assert m.classes == ("cat", "dog", "fox") and m.output.columns == ("id", "dog", "fox", "cat")

@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 
 from submission import formats
-from submission.errors import OutputError
-from submission.formats import Check, Expectation, Format, ReadBack, build_table
+from submission.errors import BundleError, OutputError
+from submission.formats import Check, Context, Expectation, Format, ReadBack, build_table
 from submission.manifest import (
     SCHEMA_VERSION,
-    Decision,
     FileRef,
     Head,
     Manifest,
@@ -21,7 +20,7 @@ from submission.manifest import (
     Output,
 )
 from submission.output import check_writable, write_csv
-from tests.bundles import preprocess
+from tests.bundles import decision, preprocess
 
 CLASSES = ("cat", "dog", "fox")
 IDS = ["a", "b", "c", "d"]
@@ -45,7 +44,7 @@ def make(task="multiclass", fmt="label", columns=None, label_as="name", threshol
     columns = columns or (("id", "label") if fmt in ("label", "labels") else ("id", *CLASSES))
     return Manifest(
         schema_version=SCHEMA_VERSION, task=task, classes=CLASSES, heads=(Head("output", 3),), models=(model,),
-        tta="none", merge="mean", decision=Decision(tuple(thresholds), at_least_one, top_k),
+        tta="none", merge="mean", decision=decision(thresholds, at_least_one, top_k),
         output=Output(fmt, "id", tuple(columns), label_as, 4), sample_submission=None, metadata=None, requirements=(),
     )
 
@@ -155,7 +154,7 @@ class LabelConfidence(Format):
     def check_manifest(self, manifest):
         return None if manifest.output.columns[1:] == ("label", "confidence") else "needs label and confidence columns"
 
-    def fits(self, sample, task):
+    def fits(self, sample, context):
         return "label and confidence columns" if sample.value_columns == ("label", "confidence") else None
 
     def values(self, probs, manifest):
@@ -184,12 +183,64 @@ def test_a_new_format_registers_without_touching_other_modules(registered, tmp_p
 
     (tmp_path / "sample.csv").write_text("id,label,confidence\na,cat,0.5\nb,cat,0.5\nc,cat,0.5\nd,cat,0.5\n")
     sample = read_sample(tmp_path / "sample.csv")
-    assert formats.infer(sample, "multiclass") == ("label_confidence", "label and confidence columns")
+    assert formats.infer(sample, Context(task="multiclass")) == ("label_confidence", "label and confidence columns")
     m = make(fmt="label_confidence", columns=("id", "label", "confidence"))
     write_csv(build_table(IDS, PROBS, m), tmp_path / "s.csv", decimals=2)
     assert (tmp_path / "s.csv").read_text() == "id,label,confidence\na,dog,0.70\nb,cat,0.50\nc,fox,0.40\nd,cat,0.40\n"
     exp = Expectation(sample.columns, "id", sample.ids, "label_confidence", "multiclass", CLASSES)
     checks, table = read_table(tmp_path / "s.csv")
     assert passed(checks + check_table(table, exp))
-    truth = pd.DataFrame(np.eye(3, dtype=int)[[1, 0, 2, 1]], index=IDS, columns=CLASSES)
-    assert score(table, exp, truth, "accuracy").value == 0.75
+    (tmp_path / "labels.csv").write_text("id,label\na,dog\nb,cat\nc,fox\nd,dog\n")
+    assert score(table, exp, tmp_path / "labels.csv", "accuracy").value == 0.75
+
+
+def test_multiclass_probability_rows_sum_to_one_as_printed(tmp_path):
+    """120 classes at 6 decimals: rounding cell by cell misses a 1e-6 row sum on many rows; the writer never does."""
+    from decimal import Decimal
+
+    rng = np.random.default_rng(0)
+    n, c = 1000, 120
+    logits = rng.normal(size=(n, c)) * rng.uniform(0.1, 4, size=(n, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    naive = np.round(probs, 6).sum(1)
+    assert np.mean(np.abs(naive - 1) > 1e-6) > 0.2  # the problem is real
+    names = tuple(f"breed_{i}" for i in range(c))
+    m = replace(make(fmt="probs"), classes=names, heads=(Head("output", c),),
+                output=Output("probs", "id", ("id", *names), "name", 6))
+    write_csv(build_table([f"i{k}" for k in range(n)], probs, m), tmp_path / "s.csv", decimals=6)
+    rows = (tmp_path / "s.csv").read_text().splitlines()[1:]
+    assert all(sum(Decimal(v) for v in row.split(",")[1:]) == 1 for row in rows)
+    written = pd.read_csv(tmp_path / "s.csv")[list(names)].to_numpy()
+    assert np.abs(written - probs).max() <= 1e-6 + 1e-12  # each cell moved by less than one unit
+
+
+def test_binary_writes_the_positive_class_column():
+    with pytest.raises(BundleError, match="needs the positive class"):
+        make(fmt="binary", columns=("id", "target"))
+    m = replace(make(), output=Output("binary", "id", ("id", "target"), "name", 4),
+                decision=decision(positive_class="fox"))
+    assert rows(build_table(IDS, PROBS, m)) == [["a", 0.2], ["b", 0.3], ["c", 0.4], ["d", 0.2]]
+
+
+def test_top_k_inserts_the_new_class_where_probability_falls_below_the_threshold():
+    probs = np.array([[0.6, 0.25, 0.1, 0.05], [0.3, 0.3, 0.2, 0.2], [0.9, 0.05, 0.04, 0.01]])
+    names = ("w_a", "w_b", "w_c", "w_d")
+    m = replace(make(), classes=names, heads=(Head("output", 4),), output=Output("labels", "id", ("id", "Id"), "name", 4),
+                decision=decision(top_k=3, new_class="new_whale", new_threshold=0.28))
+    table = build_table(["x", "y", "z"], probs, m)
+    assert list(table["Id"]) == ["w_a new_whale w_b", "w_a w_b new_whale", "w_a new_whale w_b"]
+    inside = replace(m, classes=("w_a", "new_whale", "w_c", "w_d"))  # the sentinel is a class: its column is not ranked
+    assert list(build_table(["x", "y", "z"], probs, inside)["Id"])[0] == "w_a new_whale w_c"
+
+
+def test_class_names_with_spaces_cannot_go_in_a_space_separated_column():
+    names = ("Common Chickweed", "Charlock", "Maize")
+    with pytest.raises(BundleError, match=r"class names with spaces \('Common Chickweed'\) cannot be told apart"):
+        replace(make(task="multilabel", fmt="labels", thresholds=(0.5,) * 3), classes=names)
+    assert replace(make(fmt="label"), classes=names).classes == names  # one name per cell: fine
+
+
+def test_grades_are_the_cutoffs_a_value_reaches():
+    from submission.formats.value import grades
+
+    assert grades(np.array([-1.0, 0.5, 0.49, 1.7, 3.5, 9.0]), (0.5, 1.5, 2.5, 3.5)).tolist() == [0, 1, 0, 2, 4, 4]

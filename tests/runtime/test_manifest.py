@@ -11,13 +11,13 @@ import pytest
 from submission.errors import BundleError
 from submission.manifest import (
     MANIFEST_NAME,
-    Decision,
     FileRef,
     Manifest,
     load_manifest,
     verify_files,
 )
 from tests.bundles import (
+    decision,
     manifest,
     output,
     preprocess,
@@ -80,8 +80,8 @@ def edit(root, tmp_path, change):
         (lambda d: d["models"][0]["weights"].update(path="weights/../../x"), "must be relative and stay inside"),
         (lambda d: d["models"][0]["weights"].update(sha256="abc"), "is not 64 lowercase hex digits"),
         (lambda d: d.update(tta="d8"), "tta is 'd8'; expected one of: none, hflip, vflip, flips, d4"),
-        (lambda d: d.update(merge="max"), "merge is 'max'; expected one of: mean, gmean, logits"),
-        (lambda d: d.update(task="regression"), "task is 'regression'"),
+        (lambda d: d.update(merge="max"), "merge is 'max'; expected one of: mean, gmean, logits, rank"),
+        (lambda d: d.update(task="ranking"), "task is 'ranking'; expected one of: multiclass, multilabel, regression"),
         (lambda d: d.update(classes=["a", "b", "a"]), "class names repeat: ['a']"),
         (lambda d: d.update(models=[]), "models must not be empty"),
         (lambda d: d["decision"].update(thresholds=[0.5, 0.5, 0.5]), "thresholds apply to multilabel tasks only"),
@@ -125,20 +125,20 @@ def test_not_json_and_missing_manifest(tmp_path):
 
 def test_task_format_and_decision_rules(bundle):
     _, m = bundle
-    with pytest.raises(BundleError, match="output format 'label' does not fit a multilabel task; use one of: labels, onehot, probs"):
-        replace(m, task="multilabel", decision=Decision((0.5,) * 3, False, 1))
+    with pytest.raises(BundleError, match="output format 'label' does not fit a multilabel task; use one of: binary, labels, onehot, probs"):
+        replace(m, task="multilabel", decision=decision((0.5,) * 3))
     with pytest.raises(BundleError, match="2 thresholds given for 3 classes"):
-        replace(m, task="multilabel", output=output("onehot", m.classes), decision=Decision((0.5, 0.5), False, 1))
+        replace(m, task="multilabel", output=output("onehot", m.classes), decision=decision((0.5, 0.5)))
     with pytest.raises(BundleError, match="thresholds must lie in"):
-        replace(m, task="multilabel", output=output("onehot", m.classes), decision=Decision((0.5, 1.5, 0.5), False, 1))
+        replace(m, task="multilabel", output=output("onehot", m.classes), decision=decision((0.5, 1.5, 0.5)))
     with pytest.raises(BundleError, match="do not match classes"):
         replace(m, output=output("probs", ("class_0", "class_1", "other")))
     with pytest.raises(BundleError, match="writes two columns"):
         replace(m, output=output("label", m.classes, columns=("id", "a", "b")))
-    labels = replace(m, output=output("labels", m.classes), decision=Decision((), False, 3))
+    labels = replace(m, output=output("labels", m.classes), decision=decision(top_k=3))
     assert labels.decision.top_k == 3
     with pytest.raises(BundleError, match="top_k is 4; expected 1 to 3"):
-        replace(labels, decision=Decision((), False, 4))
+        replace(labels, decision=decision(top_k=4))
 
 
 def test_rotating_tta_needs_square_inputs(tmp_path):
