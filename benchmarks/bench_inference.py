@@ -9,8 +9,10 @@ For each regime, on one machine in one run:
            resized beforehand, in memory; also without channels_last, to show what it gains.
 The runtime and compute-only take the best of ``--repeat`` runs; the naive loop runs once.
 Regimes: ``compute`` (5 folds of resnet18 at 224, hflip, from 256-pixel JPEGs), ``decode`` (5 folds of a
-tiny model at 128 from 1024-pixel JPEGs), and ``memory`` (peak RSS of ``python -m submission`` on 1,000 and
-10,000 images). Prints images/s, the ratios and peak RSS, and writes them as JSON.
+tiny model at 128 from 1024-pixel JPEGs), ``memory`` (peak RSS of ``python -m submission`` on 1,000 and
+10,000 images), and ``devices`` (``python -m submission`` with one and two worker processes on the CPU, and
+with every GPU when there is one: images/s and the peak RSS of each process). Prints images/s, the ratios and
+peak RSS, and writes them as JSON.
 
     python benchmarks/bench_inference.py                      # every regime
     python benchmarks/bench_inference.py --regime decode --images 200
@@ -157,42 +159,46 @@ def speed_regime(name: str, root: Path, images: int, folds: int, batch_size: int
     return figures
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (the loader workers)."""
-    total, todo = 0, [pid]
+def tree_rss(pid: int) -> dict[int, int]:
+    """Resident bytes of a process and of each of its descendants (device workers, loader workers), by pid."""
+    found, todo = {}, [pid]
     while todo:
         p = todo.pop()
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+                    found[p] = int(line.split()[1]) * 1024
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
         except (FileNotFoundError, ProcessLookupError):
             continue
-    return total
+    return found
 
 
-def peak_rss_of(command: list[str]) -> tuple[int, float]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
+def peak_rss_of(command: list[str]) -> tuple[int, float, dict[int, int], str]:
+    """(peak RSS of the whole process tree, seconds, peak RSS of each process by pid, stdout) of ``command``."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, each = 0, {}
     done = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not done.is_set():
-            peak = max(peak, tree_rss(proc.pid))
+            now = tree_rss(proc.pid)
+            peak = max(peak, sum(now.values()))
+            for p, rss in now.items():
+                each[p] = max(each.get(p, 0), rss)
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
     start = time.perf_counter()
     sampler.start()
-    _, err = proc.communicate()
+    out, err = proc.communicate()
     done.set()
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err}")
-    return peak, time.perf_counter() - start
+    return peak, time.perf_counter() - start, each, out
 
 
 def memory_regime(root: Path, small: int, large: int, workers: int) -> dict:
@@ -206,7 +212,7 @@ def memory_regime(root: Path, small: int, large: int, workers: int) -> dict:
     for label, folder in (("small", folder_small), ("large", folder_large)):
         command = [sys.executable, "-m", "submission", str(folder), "--bundle", str(bundle),
                    "--out", str(root / f"{label}.csv"), "--quiet", "--workers", str(workers)]
-        peaks[label] = peak_rss_of(command)
+        peaks[label] = peak_rss_of(command)[:2]
     return {
         "regime": "memory", "arch": "test_resnet", "img_size": 64, "folds": 2, "workers": workers,
         "images_small": small, "images_large": large,
@@ -216,9 +222,32 @@ def memory_regime(root: Path, small: int, large: int, workers: int) -> dict:
     }
 
 
+def devices_regime(root: Path, images: int, folds: int, batch_size: int, workers: int) -> dict:
+    """``python -m submission`` with one and two CPU worker processes (and every GPU, when there is one)."""
+    folder = root / "test"
+    make_folder(folder, images, 256)
+    bundle = make_bundle_for(root, "test_efficientnet", 128, folds, "hflip")
+    specs = ["cpu", "cpu,cpu"] + (["0", "all"] if torch.cuda.device_count() > 1 else ["0"] if torch.cuda.is_available() else [])
+    figures: dict = {"regime": "devices", "arch": "test_efficientnet", "img_size": 128, "folds": folds, "tta": "hflip",
+                     "images": images, "batch_size": batch_size, "workers": workers, "runs": {}}
+    for spec in specs:
+        command = [sys.executable, "-m", "submission", str(folder), "--bundle", str(bundle), "--out",
+                   str(root / "devices.csv"), "--quiet", "--workers", str(workers), "--batch-size", str(batch_size),
+                   "--devices", spec]
+        peak, seconds, each, out = peak_rss_of(command)
+        predicted = float(out.split(" in ")[-1].rstrip("s\n"))
+        big = sorted(each.values(), reverse=True)[: spec.count(",") + 1 + (spec.count(",") > 0)]
+        figures["runs"][spec] = {"images_per_s": images / predicted, "wall_seconds": seconds,
+                                 "peak_rss_mb_total": peak / 2**20,
+                                 "peak_rss_mb_per_process": [round(b / 2**20) for b in big]}
+    one, two = figures["runs"]["cpu"], figures["runs"]["cpu,cpu"]
+    figures["two_over_one_cpu_process"] = two["images_per_s"] / one["images_per_s"]
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regime", choices=("compute", "decode", "memory", "all"), default="all")
+    parser.add_argument("--regime", choices=("compute", "decode", "memory", "devices", "all"), default="all")
     parser.add_argument("--images", type=int, default=None, help="images per speed regime (default: per regime)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -228,7 +257,7 @@ def main() -> None:
     args = parser.parse_args()
     workers = engine.available_cpus() if args.workers is None else args.workers
     results = []
-    regimes = ["compute", "decode", "memory"] if args.regime == "all" else [args.regime]
+    regimes = ["compute", "decode", "memory", "devices"] if args.regime == "all" else [args.regime]
     for name in regimes:
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             if name == "memory":
@@ -236,6 +265,12 @@ def main() -> None:
                 print(f"memory: peak RSS {figures['peak_rss_mb_small']:.0f} MB at {figures['images_small']} images, "
                       f"{figures['peak_rss_mb_large']:.0f} MB at {figures['images_large']}: "
                       f"ratio {figures['large_over_small']:.3f}", flush=True)
+            elif name == "devices":
+                figures = devices_regime(Path(tmp), args.images or 200, min(args.folds, 3), args.batch_size, workers)
+                for spec, r in figures["runs"].items():
+                    print(f"devices {spec}: {r['images_per_s']:.1f} img/s, peak RSS {r['peak_rss_mb_total']:.0f} MB in "
+                          f"all, largest processes {r['peak_rss_mb_per_process']} MB", flush=True)
+                print(f"  two CPU processes / one: {figures['two_over_one_cpu_process']:.2f}", flush=True)
             else:
                 images = args.images or REGIMES[name]["images"]
                 figures = speed_regime(name, Path(tmp), images, args.folds, args.batch_size, workers, args.repeat)

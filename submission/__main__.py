@@ -1,15 +1,17 @@
-"""``python -m submission TEST_DIR``: the image's entrypoint (and the host-side debugging command)."""
+"""``python -m submission TEST_DIR``: the image's entrypoint (and the host-side debugging command);
+``python -m submission merge DIR``: the shards of an array job into the CSV."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from submission import __version__
 from submission.errors import SubmissionError
-from submission.runner import DEFAULT_BUNDLE, DEFAULT_OUT, Options, run
+from submission.runner import DEFAULT_BUNDLE, DEFAULT_OUT, Options, Result, merge, run
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -24,7 +26,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=None, help="image decoding processes (default: one per available CPU; 0: none)"
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: %(default)s")
+    parser.add_argument("--devices", "--device", dest="devices", default="all",
+                        help="all (every visible GPU, else the CPU), cpu, cuda, GPU indices 0,1, or cpu,cpu for two CPU "
+                             "processes: one worker process per device (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(
         "--ignore-sample",
@@ -40,7 +44,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the metadata CSV, for models that take metadata (default: where the bundle says, in TEST_DIR)")
     parser.add_argument("--metadata-missing", choices=("error", "fill"), default="error",
                         help="an image without a metadata row: an error (default), or the fill values, reported")
+    parser.add_argument("--shard", default=None,
+                        help="predict one share of the sorted ids: I/N (I from 0), auto or auto/N (from the array job's "
+                             "JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX); needs --out-probs")
+    parser.add_argument("--out-probs", type=Path, default=None,
+                        help="folder for this shard's values (no CSV): `python -m submission merge` joins them")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def parse_merge_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m submission merge",
+        description="Join the shard files of DIR (every one of them, from one bundle) into the submission CSV.",
+    )
+    parser.add_argument("folder", type=Path, metavar="DIR", help="the folder given as --out-probs to every shard")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV to write (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no info lines on stderr")
     return parser.parse_args(argv)
 
 
@@ -54,22 +75,33 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _stop)
+    if argv[:1] == ["merge"]:
+        args = parse_merge_args(argv[1:])
+        return _report(lambda: merge(args.folder, args.bundle, args.out, Options(quiet=args.quiet)))
+    args = parse_args(argv)
     options = Options(
         batch_size=args.batch_size,
         workers=args.workers,
-        device=args.device,
+        devices=args.devices,
         quiet=args.quiet,
         ignore_sample=args.ignore_sample,
         strict=args.strict,
         recursive=args.recursive,
         metadata=args.metadata,
         metadata_missing=args.metadata_missing,
+        shard=args.shard,
+        out_probs=args.out_probs,
     )
+    return _report(lambda: run(args.test_dir, args.bundle, args.out, options))
+
+
+def _report(call: Callable[[], Result]) -> int:
+    """Run ``call`` and turn its result or error into lines on stdout/stderr and the exit code."""
     try:
-        result = run(args.test_dir, args.bundle, args.out, options)
+        result = call()
     except SubmissionError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -77,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         name = e.args[0] if e.args else "SIGINT"
         print(f"stopped by {name}: no new submission written (an existing one is left as it was)", file=sys.stderr)
         return 128 + signal.Signals[name].value
+    if result.path.suffix == ".npz":
+        print(f"wrote shard {result.path} ({result.rows} rows) in {result.seconds:.1f}s")
+        return 0
     print(f"wrote {result.path} ({result.rows} rows, {result.columns} columns) in {result.seconds:.1f}s")
     if result.problems:
         print(f"{len(result.problems)} image(s) predicted from a blank image: see {result.problems_path}")

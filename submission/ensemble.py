@@ -62,6 +62,11 @@ def rank_average(per_model: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return sum(wi * percentile_ranks(p) for wi, p in zip(w, per_model))
 
 
+def finish(values: np.ndarray, merge_mode: str, weights: np.ndarray) -> np.ndarray:
+    """The values of the whole test set -> [N, C]: ranks averaged for merge "rank", else the values as they are."""
+    return rank_average(values, weights) if merge_mode == "rank" else values
+
+
 def combine(heads: Sequence[torch.Tensor], task: str) -> torch.Tensor:
     """Per-head [B, K_h] probabilities -> [B, C] class probabilities.
 

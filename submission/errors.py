@@ -32,3 +32,9 @@ class DeviceError(SubmissionError):
     """The requested device cannot be used."""
 
     exit_code = 6
+
+
+class ShardError(SubmissionError):
+    """Shards that do not make one whole test set: missing, overlapping, from another bundle, out of range."""
+
+    exit_code = 7

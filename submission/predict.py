@@ -24,7 +24,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from submission import models as model_io
-from submission.ensemble import combine, merge, rank_average, view_means
+from submission.ensemble import combine, merge, view_means
 from submission.errors import DeviceError, InputError
 from submission.inputs.images import decode_rgb
 from submission.inputs.preprocess import Preprocessor, normalize
@@ -45,20 +45,6 @@ def available_cpus() -> int:
         if quota > 0:
             cpus = min(cpus, max(1, quota // period))
     return cpus
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` takes CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
-    if name not in ("auto", "cpu", "cuda"):
-        raise DeviceError(f"device {name!r} is unknown; use auto, cpu or cuda")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise DeviceError(
-            "--device cuda was asked for, but no GPU is visible to torch; run the container with --gpus all "
-            "(NVIDIA container toolkit), or use --device auto to fall back to the CPU"
-        )
-    return torch.device("cuda")
 
 
 @dataclass
@@ -115,15 +101,20 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast("cuda", dtype=dtype)
 
 
+def batch_rows(total: int, batch_size: int) -> list[list[int]]:
+    """The image positions of every batch, in order: [0..b-1], [b..2b-1], ..."""
+    return [list(range(start, min(start + batch_size, total))) for start in range(0, total, batch_size)]
+
+
 def loader(
     paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int,
-    strict: bool = False,
+    strict: bool = False, schedule: Sequence[list[int]] | None = None,
 ) -> DataLoader:
-    """Batches of (one uint8 tensor per group (float for albumentations), the decoding problem of each image)."""
+    """Batches of (one uint8 tensor per group (float for albumentations), the decoding problem of each image);
+    ``schedule`` gives the image positions of each batch (default: every image, in order, ``batch_size`` at a time)."""
     return DataLoader(
         DecodedImages(paths, [g.preprocessor for g in groups], strict),
-        batch_size=batch_size,
-        shuffle=False,
+        batch_sampler=schedule if schedule is not None else batch_rows(len(paths), batch_size),
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
@@ -161,6 +152,49 @@ def _join(first: Any, second: Any) -> Any:
     return type(first)(_join(a, b) for a, b in zip(first, second))
 
 
+def predict_batch(manifest: Manifest, groups: Sequence[Group], pixels: Sequence[torch.Tensor],
+                  meta: np.ndarray | None, *, device: torch.device, channels_last: bool = True,
+                  log: Callable[[str], None] = lambda message: None) -> np.ndarray:
+    """One batch -> [B, C] float64 probabilities, every model and view merged per head and the heads combined;
+    with merge "rank", [M, B, C]: each model's probabilities (its views averaged), ranked once all are known."""
+    size, n_views, heads = len(pixels[0]), len(views_of(manifest.tta)), manifest.heads
+    weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
+    features = None if meta is None else torch.from_numpy(meta).to(device).repeat(n_views, 1)
+    per_head: list[list[torch.Tensor]] = [[torch.empty(0)] * len(manifest.models) for _ in heads]
+    with torch.inference_mode():
+        for group, batch in zip(groups, pixels):
+            x = batch.to(device, non_blocking=True)
+            if group.preprocessor.normalizes_on_device:
+                x = normalize(x, group.preprocessor.pre)
+            x = stack_views(x, manifest.tta)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for index, model in group.members:
+                spec = manifest.models[index]
+                inputs = (x, features) if spec.takes_metadata else (x,)
+                outputs = model_io.split(_forward(model, inputs, device, log), spec, heads, n_views * size)
+                for h, y in enumerate(outputs):
+                    per_head[h][index] = y.view(n_views, size, heads[h].size)
+        if manifest.merge == "rank":
+            return view_means(torch.stack(per_head[0]).cpu().double(), manifest.task).numpy()
+        merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task) for logits in per_head]
+        return combine(merged, manifest.task).numpy()
+
+
+def empty_values(manifest: Manifest, total: int) -> np.ndarray:
+    """Room for ``total`` images' values: [total, C], or [M, total, C] for merge "rank"."""
+    shape = (total, len(manifest.classes))
+    return np.empty((len(manifest.models), *shape) if manifest.merge == "rank" else shape, dtype=np.float64)
+
+
+def put(values: np.ndarray, rows: Sequence[int], batch: np.ndarray) -> None:
+    """Place a batch's values (from ``predict_batch``) at its image positions."""
+    if values.ndim == 3:
+        values[:, rows] = batch
+    else:
+        values[rows] = batch
+
+
 def predict(
     manifest: Manifest,
     groups: Sequence[Group],
@@ -173,48 +207,20 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """[total, C] float64 probabilities for the images of ``batches`` (as ``loader`` yields them), in order,
-    and {image index: why it could not be decoded} for those predicted from a blank image. ``features`` holds
-    the [total, F] metadata features of the images, for the models that take them."""
-    n_views, heads = len(views_of(manifest.tta)), manifest.heads
-    weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
-    result = np.empty((total, len(manifest.classes)), dtype=np.float64)
-    ranked = manifest.merge == "rank"  # each model's probabilities are kept for ranks over the whole test set
-    per_model = np.empty((len(manifest.models), total, len(manifest.classes)), dtype=np.float64) if ranked else None
+    """The values (``empty_values``' shape) of the images of ``batches`` (as ``loader`` yields them, in order), and
+    {image position: why it could not be decoded} for those predicted from a blank image. ``features`` holds the
+    [total, F] metadata features of the images, for the models that take them."""
+    values = empty_values(manifest, total)
     problems: dict[int, str] = {}
     start = 0
-    with torch.inference_mode():
-        for batch, batch_problems in batches:
-            size = len(batch[0])
-            problems.update({start + i: p for i, p in enumerate(batch_problems) if p})
-            meta = None
-            if features is not None:
-                meta = torch.from_numpy(features[start : start + size]).to(device).repeat(n_views, 1)
-            per_head: list[list[torch.Tensor]] = [[torch.empty(0)] * len(manifest.models) for _ in heads]
-            for group, pixels in zip(groups, batch):
-                x = pixels.to(device, non_blocking=True)
-                if group.preprocessor.normalizes_on_device:
-                    x = normalize(x, group.preprocessor.pre)
-                x = stack_views(x, manifest.tta)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                for index, model in group.members:
-                    spec = manifest.models[index]
-                    inputs = (x, meta) if spec.takes_metadata else (x,)
-                    outputs = model_io.split(_forward(model, inputs, device, log), spec, heads, n_views * size)
-                    for h, y in enumerate(outputs):
-                        per_head[h][index] = y.view(n_views, size, heads[h].size)
-            if ranked:
-                per_model[:, start : start + size] = view_means(torch.stack(per_head[0]).cpu().double(), manifest.task)
-            else:
-                merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task)
-                          for logits in per_head]
-                result[start : start + size] = combine(merged, manifest.task).numpy()
-            start += size
-            if on_batch is not None:
-                on_batch(size)
+    for pixels, batch_problems in batches:
+        rows = list(range(start, start + len(pixels[0])))
+        problems.update({r: p for r, p in zip(rows, batch_problems) if p})
+        meta = None if features is None else features[start : start + len(rows)]
+        put(values, rows, predict_batch(manifest, groups, pixels, meta, device=device, channels_last=channels_last, log=log))
+        start += len(rows)
+        if on_batch is not None:
+            on_batch(len(rows))
     if start != total:
         raise ValueError(f"{start} images were predicted, {total} expected")
-    if ranked:
-        result = rank_average(per_model, weights.numpy())
-    return result, problems
+    return values, problems

@@ -20,6 +20,10 @@ class Progress:
         self._interval = 0.5 if self._tty else 10.0
         self._last = self.start
 
+    def restart(self) -> None:
+        """Count time from now (the models are loaded)."""
+        self.start = self._last = time.perf_counter()
+
     @property
     def rate(self) -> float:
         elapsed = time.perf_counter() - self.start

@@ -1,31 +1,42 @@
-"""One submission run: bundle + test folder -> checked inputs -> predictions -> the CSV, written atomically.
+"""One submission run: bundle + test folder -> checked inputs -> predictions on every device -> the CSV, written
+atomically; or one shard's values (``--shard``), and the merge of all shards into the CSV.
 
-``python -m submission`` is a thin argument parser over ``run``; benchmarks and tests call ``run`` directly.
+``python -m submission`` is a thin argument parser over ``run`` and ``merge``; benchmarks and tests call them
+directly.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from submission import predict as engine
+from submission import shards
+from submission.devices import Job, plan, score
+from submission.devices import parse as device_list
+from submission.ensemble import finish
 from submission.errors import BundleError, InputError
 from submission.formats import build_table
 from submission.inputs import metadata as meta_io
-from submission.inputs.images import IMAGE_SUFFIXES, TestSet, list_images, match_ids, report_skipped
+from submission.inputs.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
 from submission.manifest import (
     IMAGE_BUNDLE_DIR,
+    MANIFEST_NAME,
     Manifest,
     load_manifest,
     resolve_file,
+    sha256_file,
     verify_files,
 )
 from submission.output import check_writable, problems_path_for, write_csv, write_json
 from submission.progress import Progress
+from submission.shards import parse_shard
+from submission.tta import views_of
 
 DEFAULT_BUNDLE = Path(IMAGE_BUNDLE_DIR)
 DEFAULT_OUT = Path("/output/submission.csv")
@@ -35,18 +46,20 @@ DEFAULT_OUT = Path("/output/submission.csv")
 class Options:
     batch_size: int = 32  # images per batch; each model sees batch_size x TTA views per forward pass
     workers: int | None = None  # loader processes; None: one per available CPU (0 decodes in-process)
-    device: str = "auto"  # "auto", "cpu" or "cuda"
+    devices: str = "all"  # "all" (every visible GPU, else the CPU), "cpu", "cuda", "0,1", "cpu,cpu", ...
     quiet: bool = False  # no progress or info lines on stderr (warnings are still shown)
     ignore_sample: bool = False  # predict the images found, in natural order, ignoring the bundled sample
     strict: bool = False  # an image that cannot be decoded is an error, not a row predicted from a blank image
     recursive: bool = False  # take images from sub-folders of the test folder too
     metadata: Path | None = None  # the metadata CSV (default: where the manifest says, in the test folder)
     metadata_missing: str = "error"  # an image without a metadata row: "error", or "fill" with the fill values
+    shard: str | None = None  # "I/N", "auto" or "auto/N": predict one share of the ids (needs out_probs)
+    out_probs: Path | None = None  # the folder for shard files (the CSV is written by ``merge``)
 
 
 @dataclass(frozen=True)
 class Result:
-    path: Path  # the CSV written
+    path: Path  # the CSV written (a shard file with --shard)
     rows: int
     columns: int
     device: str
@@ -69,7 +82,7 @@ def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:
     return sample[column].tolist()
 
 
-def _metadata_features(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet,
+def _metadata_features(manifest: Manifest, bundle: Path, test_dir: Path, ids: Sequence[str], paths: Sequence[Path],
                        options: Options) -> meta_io.Encoded | None:
     """The metadata features of every image, when the models take them."""
     if manifest.metadata is None:
@@ -79,73 +92,124 @@ def _metadata_features(manifest: Manifest, bundle: Path, test_dir: Path, test: T
     path = options.metadata or (Path(test_dir) / manifest.metadata.file if manifest.metadata.file else None)
     if path is None:
         raise InputError("the models take metadata features: pass the metadata CSV with --metadata PATH")
-    return meta_io.encode(manifest.metadata, bundle, path, test.ids, test.paths, options.metadata_missing)
+    return meta_io.encode(manifest.metadata, bundle, path, ids, paths, options.metadata_missing)
+
+
+def _info(options: Options) -> Callable[[str], None]:
+    return (lambda message: None) if options.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -> Result:
-    def info(message: str) -> None:
-        if not options.quiet:
-            print(message, file=sys.stderr, flush=True)
-
-    def warn(message: str) -> None:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
-
+    info = _info(options)
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
     if options.workers is not None and options.workers < 0:
         raise InputError(f"--workers must be 0 or more, got {options.workers}")
     manifest = load_manifest(bundle)
     verify_files(bundle, manifest)
-    check_writable(out)
+    sharded = options.shard is not None or options.out_probs is not None
+    if sharded and options.out_probs is None:
+        raise InputError("--shard needs --out-probs DIR: the folder where the shards' files meet for the merge")
+    shard = parse_shard(options.shard or "auto") if sharded else None
+    if not sharded:
+        check_writable(out)
     sample_ids = None if options.ignore_sample else read_sample_ids(bundle, manifest)
     test = match_ids(list_images(test_dir, options.recursive), sample_ids)
     report_skipped(test.skipped)
     if not test.ids:
         raise InputError(f"no images found in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
+    rows = list(range(len(test.ids)))
+    manifest_sha = sha256_file(Path(bundle) / MANIFEST_NAME)
+    if shard is not None:
+        rows = shards.rows_of(test.ids, *shard)
+        if shards.finished(options.out_probs, *shard, manifest_sha, shards.digest(test.ids)):
+            path = options.out_probs / shards.file_name(*shard)
+            info(f"shard {shard[0]}/{shard[1]} is already in {path}: nothing to do")
+            return Result(path, len(rows), 0, "", 0.0, 0.0, (), path)
+    ids, paths = [test.ids[r] for r in rows], [test.paths[r] for r in rows]
+    # metadata is encoded over the whole test set (per-group counts, the encoder's path column), then selected
+    encoded = _metadata_features(manifest, bundle, test_dir, test.ids, test.paths, options)
 
-    encoded = _metadata_features(manifest, bundle, test_dir, test, options)
-
-    device = engine.select_device(options.device)
-    if options.device == "auto" and device.type == "cpu":
+    devices = device_list(options.devices)
+    if options.devices in ("all", "auto") and devices[0].type == "cpu":
         info("no GPU is visible: running on the CPU")
-    workers = engine.available_cpus() if options.workers is None else options.workers
-    groups = engine.load_groups(manifest, bundle, device)
+    loaders, threads = plan(devices, options.workers)
+    job = Job(Path(bundle), tuple(paths), encoded.features[rows] if encoded else None, options.batch_size, loaders,
+              threads, options.strict)
+    where = ", ".join(str(d) for d in devices)
     info(
-        f"{len(manifest.models)} model(s) in {len(groups)} input group(s), TTA {manifest.tta!r} "
-        f"({len(engine.views_of(manifest.tta))} view(s)), merge {manifest.merge!r}, on {device}, "
-        f"{len(test.ids)} image(s), batch {options.batch_size}, {workers} worker(s)"
+        f"{len(manifest.models)} model(s), TTA {manifest.tta!r} ({len(views_of(manifest.tta))} view(s)), merge "
+        f"{manifest.merge!r}, on {where}, {len(ids)} image(s)"
+        + (f" (shard {shard[0]} of {shard[1]})" if shard else "")
+        + f", batch {options.batch_size}, {loaders} loader worker(s)" + (" per device" if len(devices) > 1 else "")
     )
-    progress = Progress(len(test.ids), enabled=not options.quiet)
-    batches = engine.loader(test.paths, groups, device=device, batch_size=options.batch_size, workers=workers,
-                            strict=options.strict)
-    probs, failed = engine.predict(manifest, groups, batches, len(test.paths), device=device,
-                                   features=encoded.features if encoded else None, on_batch=progress.update, log=warn)
+    progress = Progress(len(ids), enabled=not options.quiet)
+    values, failed = score(manifest, job, devices, on_batch=progress.update, on_ready=progress.restart, log=_warn)
     seconds = time.perf_counter() - progress.start
-    table = build_table(test.ids, probs, manifest)
-    problems = tuple({"id": test.ids[i], "file": str(test.paths[i]), "reason": failed[i]} for i in sorted(failed))
-    summary = problems_path_for(out)
-    report: dict[str, object] = {"undecodable": list(problems), "skipped_files": [str(p) for p in test.skipped]}
+    problems = tuple({"id": ids[i], "file": str(paths[i]), "reason": failed[i]} for i in sorted(failed))
+    report = _problems_report(problems, test.skipped, encoded)
+    if shard is not None:
+        path = shards.write(options.out_probs, shards.Shard(
+            shard[0], shard[1], manifest_sha, shards.digest(test.ids), len(test.ids), np.array(rows, dtype=np.int64),
+            tuple(ids), values, report))
+        return Result(path, len(ids), 0, where, seconds, len(ids) / seconds if seconds > 0 else 0.0, problems, path)
+    probs = finish(values, manifest.merge, np.array([m.weight for m in manifest.models]))
+    summary = _write(manifest, ids, probs, report, out)
+    return Result(path=Path(out), rows=len(ids), columns=len(manifest.output.columns), device=where, seconds=seconds,
+                  images_per_second=len(ids) / seconds if seconds > 0 else 0.0, problems=problems,
+                  problems_path=summary)
+
+
+def _problems_report(problems: tuple[dict[str, str], ...], skipped: Sequence[Path],
+                     encoded: meta_io.Encoded | None) -> dict[str, object]:
+    report: dict[str, object] = {"undecodable": list(problems), "skipped_files": [str(p) for p in skipped]}
     if encoded is not None:
         report["metadata"] = {"unknown_categories": encoded.unknown, "filled_ids": encoded.filled}
-        for column, values in encoded.unknown.items():
-            warn(f"metadata column {column!r}: {sum(values.values())} row(s) hold categories unseen at pack time "
-                 f"({', '.join(list(values)[:5])}); their one-hot is all zero")
-        if encoded.filled:
-            warn(f"{len(encoded.filled)} image(s) without a metadata row got the fill values (--metadata-missing fill)")
+    return report
+
+
+def _write(manifest: Manifest, ids: Sequence[str], probs: np.ndarray, report: dict, out: Path) -> Path:
+    """The CSV and the problems JSON beside it, each atomically; the warnings a person should read."""
+    table = build_table(ids, probs, manifest)
+    summary = problems_path_for(out)
+    metadata = report.get("metadata") or {}
+    for column, values in (metadata.get("unknown_categories") or {}).items():
+        _warn(f"metadata column {column!r}: {sum(values.values())} row(s) hold categories unseen at pack time "
+              f"({', '.join(list(values)[:5])}); their one-hot is all zero")
+    if metadata.get("filled_ids"):
+        _warn(f"{len(metadata['filled_ids'])} image(s) without a metadata row got the fill values (--metadata-missing fill)")
     write_json(report, summary)
     write_csv(table, out, manifest.output.decimals)
+    problems = report["undecodable"]
     if problems:
         listed = "; ".join(f"{p['id']} ({p['reason']})" for p in problems[:10])
         more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
-        warn(f"{len(problems)} image(s) could not be decoded and were predicted from a blank image: {listed}{more}. "
-             f"All are listed in {summary}")
-    return Result(
-        path=Path(out),
-        rows=len(table),
-        columns=len(table.columns),
-        device=str(device),
-        seconds=seconds,
-        images_per_second=len(table) / seconds if seconds > 0 else 0.0,
-        problems=problems,
-        problems_path=summary,
-    )
+        _warn(f"{len(problems)} image(s) could not be decoded and were predicted from a blank image: {listed}{more}. "
+              f"All are listed in {summary}")
+    return summary
+
+
+def merge(folder: Path, bundle: Path, out: Path, options: Options = Options()) -> Result:
+    """Every shard of ``folder`` -> the decisions and the CSV, as a single run would have written them."""
+    manifest = load_manifest(bundle)
+    verify_files(bundle, manifest)
+    check_writable(out)
+    start = time.perf_counter()
+    merged = shards.merge(folder, sha256_file(Path(bundle) / MANIFEST_NAME))
+    probs = finish(merged.values, manifest.merge, np.array([m.weight for m in manifest.models]))
+    first = merged.problems[0]
+    report: dict[str, object] = {
+        "undecodable": [p for r in merged.problems for p in r["undecodable"]],
+        "skipped_files": first["skipped_files"],
+    }
+    if "metadata" in first:  # metadata is encoded over the whole test set: alike in every shard
+        report["metadata"] = first["metadata"]
+    summary = _write(manifest, merged.ids, probs, report, out)
+    _info(options)(f"merged {len(merged.problems)} shard(s) of {len(merged.ids)} image(s)")
+    seconds = time.perf_counter() - start
+    return Result(Path(out), len(merged.ids), len(manifest.output.columns), "", seconds, 0.0,
+                  tuple(report["undecodable"]), summary)

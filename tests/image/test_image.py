@@ -155,7 +155,7 @@ def test_docker_stop_ends_the_run_cleanly(client, workspace, pack, tmp_path):
     )
     try:
         for _ in range(600):
-            if b"model(s) in" in container.logs():
+            if b"model(s), TTA" in container.logs():
                 break
             time.sleep(0.1)
         container.stop(timeout=20)

@@ -192,7 +192,7 @@ def test_signal_stops_cleanly_and_writes_nothing_half(tmp_path, bundle, sig, cod
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a shell's background job starts it
     )
     line = ""
-    while "model(s) in" not in line:  # wait until it predicts
+    while "model(s), TTA" not in line:  # wait until it predicts
         line = proc.stderr.readline()
         assert line or proc.poll() is None, "the run ended before predicting"
     time.sleep(0.5)

@@ -193,6 +193,19 @@ def test_the_users_encoder_is_frozen_and_called_once_on_every_row(with_encoder, 
     np.testing.assert_allclose(got, expected, atol=2e-6)
 
 
+def test_an_encoder_with_a_per_group_count_gives_the_same_csv_at_once_and_in_two_shards(with_encoder, tmp_path):
+    """The encoder sees every row of the file in each shard, so the images-per-patient counts do not change."""
+    from submission.runner import merge
+
+    bundle, folder, *_ = with_encoder
+    run(folder, bundle.path, tmp_path / "whole.csv", Options(workers=0, quiet=True, batch_size=2))
+    for i in range(2):
+        run(folder, bundle.path, tmp_path / "x.csv", Options(workers=0, quiet=True, batch_size=2, shard=f"{i}/2",
+                                                             out_probs=tmp_path / "p"))
+    merge(tmp_path / "p", bundle.path, tmp_path / "merged.csv")
+    assert (tmp_path / "merged.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
 @pytest.mark.parametrize("body, words", [
     ("return np.zeros((len(df) - 1, 8))", r"returns an array of shape \(6, 8\) for the 7 rows of .*meta.csv; the models take \(7, 8\)"),
     ("out = np.zeros((len(df), 8)); out[2, 5] = np.nan; return out", r"NaN or infinite features for ids 'img2' \(feature columns \[5\]\)"),

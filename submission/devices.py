@@ -1,0 +1,163 @@
+"""Every device of the machine: one worker process per device, each taking every W-th batch, gathered in order.
+
+``--devices all`` (the default) takes every visible GPU, the CPU when there is none; ``0,1`` names GPUs; ``cpu``
+is one CPU process and ``cpu,cpu`` two. The batches are the same as a single device's (same images, same order
+within each), so the CSV is byte for byte the single-device one. One device runs in this process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from submission import errors
+from submission.errors import DeviceError, SubmissionError
+from submission.manifest import Manifest, load_manifest
+from submission.predict import available_cpus, batch_rows, empty_values, load_groups, loader, predict_batch, put
+
+
+def parse(spec: str) -> list[torch.device]:
+    """``all``/``auto``, ``cpu``, ``cuda``, or a comma-separated list of GPU indices and ``cpu`` -> the devices."""
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    spec = spec.strip().lower()
+    if spec in ("all", "auto"):
+        return [torch.device("cuda", i) for i in range(gpus)] or [torch.device("cpu")]
+    if spec == "cuda":
+        if not gpus:
+            raise DeviceError(
+                "--devices cuda was asked for, but no GPU is visible to torch; run the container with --gpus all "
+                "(NVIDIA container toolkit), or use --devices all to fall back to the CPU"
+            )
+        return [torch.device("cuda", i) for i in range(gpus)]
+    found = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item == "cpu":
+            found.append(torch.device("cpu"))
+        elif item.isdigit():
+            if int(item) >= gpus:
+                raise DeviceError(f"--devices names GPU {item}, but {gpus} GPU(s) are visible to torch")
+            found.append(torch.device("cuda", int(item)))
+        else:
+            raise DeviceError(f"--devices {spec!r}: {item!r} is neither a GPU index nor 'cpu'; e.g. all, 0,1, cpu,cpu")
+    return found
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one device's worker predicts: the batches (image positions) whose number is rank mod world."""
+
+    bundle: Path
+    paths: tuple[Path, ...]
+    features: np.ndarray | None
+    batch_size: int
+    workers: int  # loader processes of this worker
+    threads: int  # torch threads of this worker (CPU)
+    strict: bool
+
+
+def _schedule(total: int, batch_size: int, rank: int, world: int) -> list[list[int]]:
+    return [rows for i, rows in enumerate(batch_rows(total, batch_size)) if i % world == rank]
+
+
+def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[list[int]], log: Callable[[str], None],
+             on_ready: Callable[[], None]):
+    """(image positions, values, {position: problem}) of each batch of ``schedule``, predicted on ``device``."""
+    groups = load_groups(manifest, job.bundle, device)
+    on_ready()
+    batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
+                     strict=job.strict, schedule=schedule)
+    for rows, (pixels, problems) in zip(schedule, batches):
+        meta = None if job.features is None else job.features[rows]
+        yield rows, predict_batch(manifest, groups, pixels, meta, device=device, log=log), {
+            r: p for r, p in zip(rows, problems) if p}
+
+
+def _worker(job: Job, device: str, rank: int, world: int, results: multiprocessing.Queue) -> None:
+    try:
+        if job.threads:
+            torch.set_num_threads(job.threads)
+        manifest = load_manifest(job.bundle)
+        schedule = _schedule(len(job.paths), job.batch_size, rank, world)
+        for item in _batches(manifest, job, torch.device(device), schedule, lambda m: results.put(("log", m)),
+                             lambda: results.put(("ready", rank))):
+            results.put(("batch", *item))
+        results.put(("done", rank))
+    except SubmissionError as e:
+        results.put(("error", type(e).__name__, str(e)))
+    except BaseException as e:  # a bug: its traceback travels to the main process
+        results.put(("error", "SubmissionError", f"{type(e).__name__} on {device}: {e}\n{traceback.format_exc()}"))
+
+
+def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_batch: Callable[[int], None],
+          on_ready: Callable[[], None], log: Callable[[str], None]) -> tuple[np.ndarray, dict[int, str]]:
+    """The values of every image of ``job`` (``predict.empty_values``' shape) and the decoding problems;
+    ``on_ready`` is called once every device has its models loaded."""
+    values, problems = empty_values(manifest, len(job.paths)), {}
+    if len(devices) == 1:
+        schedule = batch_rows(len(job.paths), job.batch_size)
+        for rows, batch, batch_problems in _batches(manifest, job, devices[0], schedule, log, on_ready):
+            put(values, rows, batch)
+            problems.update(batch_problems)
+            on_batch(len(rows))
+        return values, problems
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=_worker, args=(job, str(d), rank, len(devices), results))
+                 for rank, d in enumerate(devices)]  # not daemons: each has loader processes of its own
+    for p in processes:
+        p.start()
+    try:
+        running, loading = len(processes), len(processes)
+        while running:
+            try:
+                message = results.get(timeout=5)
+            except queue.Empty:
+                dead = [p for p in processes if p.exitcode not in (None, 0)]
+                if dead:
+                    raise SubmissionError(f"a device worker ended with exit code {dead[0].exitcode} (out of memory?)")
+                continue
+            kind = message[0]
+            if kind == "batch":
+                _, rows, batch, batch_problems = message
+                put(values, rows, batch)
+                problems.update(batch_problems)
+                on_batch(len(rows))
+            elif kind == "log":
+                log(message[1])
+            elif kind == "ready":
+                loading -= 1
+                if not loading:
+                    on_ready()
+            elif kind == "done":
+                running -= 1
+            else:
+                _, name, text = message
+                raise getattr(errors, name, SubmissionError)(text)
+    finally:
+        for p in processes:
+            if p.is_alive():
+                p.terminate()
+            p.join(timeout=10)
+    return values, problems
+
+
+def plan(devices: Sequence[torch.device], workers: int | None) -> tuple[int, int]:
+    """(loader processes, torch threads) of each device worker: the CPUs shared out between the workers. A CPU
+    device worker that gets one core decodes in its own process (a loader beside it would only compete for it)."""
+    cpus = available_cpus()
+    if len(devices) == 1:
+        return (cpus if workers is None else workers), 0
+    share = max(1, cpus // len(devices))
+    cpu_workers = sum(d.type == "cpu" for d in devices)
+    if workers is not None:
+        loaders = workers // len(devices)
+    else:
+        loaders = share - 1 if cpu_workers else share
+    return loaders, max(1, share - loaders) if cpu_workers else 0
