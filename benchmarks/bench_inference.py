@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from timm.data import create_transform
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -120,7 +120,7 @@ def compute_only(manifest: Manifest, bundle: Path, paths: list[Path], batch_size
     groups = engine.load_groups(manifest, bundle, device, channels_last)
     dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups])
     items = [dataset[i] for i in range(len(paths))]
-    batches = [default_collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    batches = [engine.collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
     times = []
     for _ in range(repeat):
         start = time.perf_counter()

@@ -68,15 +68,17 @@ def _schedule(total: int, batch_size: int, rank: int, world: int) -> list[list[i
 
 def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[list[int]], log: Callable[[str], None],
              on_ready: Callable[[], None]):
-    """(image positions, values, {position: problem}) of each batch of ``schedule``, predicted on ``device``."""
+    """(image positions, values, {position: problem}, {position: warnings}) of each batch of ``schedule``,
+    predicted on ``device``."""
     groups = load_groups(manifest, job.bundle, device)
     on_ready()
     batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
                      strict=job.strict, schedule=schedule)
-    for rows, (pixels, problems) in zip(schedule, batches):
+    for rows, batch in zip(schedule, batches):
+        batch = batch.checked()
         meta = None if job.features is None else job.features[rows]
-        yield rows, predict_batch(manifest, groups, pixels, meta, device=device, log=log), {
-            r: p for r, p in zip(rows, problems) if p}
+        yield (rows, predict_batch(manifest, groups, batch.pixels, meta, device=device, log=log),
+               {r: p for r, p in zip(rows, batch.problems) if p}, {r: w for r, w in zip(rows, batch.warnings) if w})
 
 
 def _worker(job: Job, device: str, rank: int, world: int, results: multiprocessing.Queue) -> None:
@@ -95,18 +97,29 @@ def _worker(job: Job, device: str, rank: int, world: int, results: multiprocessi
         results.put(("error", "SubmissionError", f"{type(e).__name__} on {device}: {e}\n{traceback.format_exc()}"))
 
 
+@dataclass
+class Scores:
+    values: np.ndarray  # ``predict.empty_values``' shape
+    problems: dict[int, str]  # image position -> why it was predicted from a blank image
+    warnings: dict[int, tuple[tuple[str, str], ...]]  # image position -> the image libraries' warnings on it
+
+    def add(self, rows: list[int], batch: np.ndarray, problems: dict, warnings: dict) -> None:
+        put(self.values, rows, batch)
+        self.problems.update(problems)
+        self.warnings.update(warnings)
+
+
 def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_batch: Callable[[int], None],
-          on_ready: Callable[[], None], log: Callable[[str], None]) -> tuple[np.ndarray, dict[int, str]]:
-    """The values of every image of ``job`` (``predict.empty_values``' shape) and the decoding problems;
-    ``on_ready`` is called once every device has its models loaded."""
-    values, problems = empty_values(manifest, len(job.paths)), {}
+          on_ready: Callable[[], None], log: Callable[[str], None]) -> Scores:
+    """The values of every image of ``job``, its decoding problems and warnings; ``on_ready`` is called once every
+    device has its models loaded."""
+    scores = Scores(empty_values(manifest, len(job.paths)), {}, {})
     if len(devices) == 1:
         schedule = batch_rows(len(job.paths), job.batch_size)
-        for rows, batch, batch_problems in _batches(manifest, job, devices[0], schedule, log, on_ready):
-            put(values, rows, batch)
-            problems.update(batch_problems)
+        for rows, *rest in _batches(manifest, job, devices[0], schedule, log, on_ready):
+            scores.add(rows, *rest)
             on_batch(len(rows))
-        return values, problems
+        return scores
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     processes = [context.Process(target=_worker, args=(job, str(d), rank, len(devices), results))
@@ -125,10 +138,8 @@ def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_b
                 continue
             kind = message[0]
             if kind == "batch":
-                _, rows, batch, batch_problems = message
-                put(values, rows, batch)
-                problems.update(batch_problems)
-                on_batch(len(rows))
+                scores.add(*message[1:])
+                on_batch(len(message[1]))
             elif kind == "log":
                 log(message[1])
             elif kind == "ready":
@@ -145,7 +156,7 @@ def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_b
             if p.is_alive():
                 p.terminate()
             p.join(timeout=10)
-    return values, problems
+    return scores
 
 
 def plan(devices: Sequence[torch.device], workers: int | None) -> tuple[int, int]:

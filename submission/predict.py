@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from submission import models as model_io
 from submission.ensemble import combine, merge, view_means
 from submission.errors import DeviceError, InputError
-from submission.inputs.images import decode_rgb
+from submission.inputs.images import decode
 from submission.inputs.preprocess import Preprocessor, normalize
 from submission.manifest import Manifest
 from submission.tta import stack_views, views_of
@@ -56,10 +56,12 @@ class Group:
 
 
 class DecodedImages(Dataset):
-    """Item i: (one tensor per group made from the i-th image, decoded once; "" or why it could not be decoded).
+    """Item i: (one tensor per group made from the i-th image, decoded once; "" or why it could not be decoded;
+    "" or the error --strict makes of that; the image libraries' warnings on the file).
 
     An image that cannot be decoded is replaced by a blank (black) image of each model's input size, so that
-    its row is still written, unless ``strict``, where it is an error.
+    its row is still written, unless ``strict``, where it is an error. Errors travel as data, so that a loader
+    worker's error reaches the user as the same one line as in the main process.
     """
 
     def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor], strict: bool = False):
@@ -70,15 +72,33 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str]:
-        try:
-            image = decode_rgb(self.paths[i])
-        except InputError as e:
-            if self.strict:
-                raise InputError(f"{e} (--strict: no blank-image fallback)") from None
+    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str, str, tuple[tuple[str, str], ...]]:
+        decoded = decode(self.paths[i])
+        if decoded.image is None:
             blanks = tuple(p(Image.new("RGB", (p.pre.size[1], p.pre.size[0]))) for p in self.preprocessors)
-            return blanks, str(e)
-        return tuple(p(image) for p in self.preprocessors), ""
+            fatal = f"{decoded.error} (--strict: no blank-image fallback)" if self.strict else ""
+            return blanks, decoded.error, fatal, decoded.warnings
+        return tuple(p(decoded.image) for p in self.preprocessors), "", "", decoded.warnings
+
+
+@dataclass
+class Batch:
+    pixels: list[torch.Tensor]  # one [B, C, H, W] tensor per group
+    problems: list[str]  # per image: "" or why it was predicted from a blank image
+    warnings: list[tuple[tuple[str, str], ...]]  # per image: the image libraries' (library, message) warnings
+    refused: list[str]  # the errors --strict makes of undecodable images
+
+    def checked(self) -> Batch:
+        """The batch, or the first refused image's error, raised where the batch is used (the main process)."""
+        if self.refused:
+            raise InputError(self.refused[0])
+        return self
+
+
+def collate(items: Sequence[tuple]) -> Batch:
+    """A batch of ``DecodedImages`` items (built in the loader worker: nothing here raises)."""
+    pixels = [torch.stack([item[0][g] for item in items]) for g in range(len(items[0][0]))]
+    return Batch(pixels, [item[1] for item in items], [item[3] for item in items], [i[2] for i in items if i[2]])
 
 
 def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels_last: bool = True) -> list[Group]:
@@ -115,6 +135,7 @@ def loader(
     return DataLoader(
         DecodedImages(paths, [g.preprocessor for g in groups], strict),
         batch_sampler=schedule if schedule is not None else batch_rows(len(paths), batch_size),
+        collate_fn=collate,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
@@ -198,7 +219,7 @@ def put(values: np.ndarray, rows: Sequence[int], batch: np.ndarray) -> None:
 def predict(
     manifest: Manifest,
     groups: Sequence[Group],
-    batches: Iterable[tuple[Sequence[torch.Tensor], Sequence[str]]],
+    batches: Iterable[Batch],
     total: int,
     *,
     device: torch.device,
@@ -213,11 +234,13 @@ def predict(
     values = empty_values(manifest, total)
     problems: dict[int, str] = {}
     start = 0
-    for pixels, batch_problems in batches:
-        rows = list(range(start, start + len(pixels[0])))
-        problems.update({r: p for r, p in zip(rows, batch_problems) if p})
+    for batch in batches:
+        batch = batch.checked()
+        rows = list(range(start, start + len(batch.problems)))
+        problems.update({r: p for r, p in zip(rows, batch.problems) if p})
         meta = None if features is None else features[start : start + len(rows)]
-        put(values, rows, predict_batch(manifest, groups, pixels, meta, device=device, channels_last=channels_last, log=log))
+        put(values, rows, predict_batch(manifest, groups, batch.pixels, meta, device=device,
+                                        channels_last=channels_last, log=log))
         start += len(rows)
         if on_batch is not None:
             on_batch(len(rows))

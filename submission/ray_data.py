@@ -20,7 +20,7 @@ import torch
 
 from submission.errors import BundleError
 from submission.manifest import load_manifest, verify_files
-from submission.predict import DecodedImages, load_groups, predict_batch
+from submission.predict import DecodedImages, collate, load_groups, predict_batch
 
 
 class Predict:
@@ -37,11 +37,10 @@ class Predict:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         images = DecodedImages([Path(str(p)) for p in batch["path"]], [g.preprocessor for g in self.groups], self.strict)
-        items = [images[i] for i in range(len(images))]
-        pixels = [torch.stack([item[0][g] for item in items]) for g in range(len(self.groups))]
-        probs = predict_batch(self.manifest, self.groups, pixels, None, device=self.device)
+        decoded = collate([images[i] for i in range(len(images))]).checked()
+        probs = predict_batch(self.manifest, self.groups, decoded.pixels, None, device=self.device)
         out = dict(batch)
         for c, name in enumerate(self.manifest.classes):
             out[name] = probs[:, c]
-        out["problem"] = np.array([item[1] for item in items], dtype=object)
+        out["problem"] = np.array(decoded.problems, dtype=object)
         return out

@@ -23,7 +23,7 @@ from submission.ensemble import finish
 from submission.errors import BundleError, InputError
 from submission.formats import build_table
 from submission.inputs import metadata as meta_io
-from submission.inputs.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped
+from submission.inputs.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped, warning_kinds
 from submission.manifest import (
     IMAGE_BUNDLE_DIR,
     MANIFEST_NAME,
@@ -148,42 +148,54 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         + f", batch {options.batch_size}, {loaders} loader worker(s)" + (" per device" if len(devices) > 1 else "")
     )
     progress = Progress(len(ids), enabled=not options.quiet)
-    values, failed = score(manifest, job, devices, on_batch=progress.update, on_ready=progress.restart, log=_warn)
+    scores = score(manifest, job, devices, on_batch=progress.update, on_ready=progress.restart, log=_warn)
+    values = scores.values
     seconds = time.perf_counter() - progress.start
-    problems = tuple({"id": ids[i], "file": str(paths[i]), "reason": failed[i]} for i in sorted(failed))
-    report = _problems_report(problems, test.skipped, encoded)
+    problems = tuple({"id": ids[i], "file": str(paths[i]), "reason": scores.problems[i]} for i in sorted(scores.problems))
+    found = [{"file": str(paths[i]), "library": library, "message": message}
+             for i in sorted(scores.warnings) for library, message in scores.warnings[i]]
+    report = _problems_report(problems, test.skipped, encoded, found)
     if shard is not None:
         path = shards.write(options.out_probs, shards.Shard(
             shard[0], shard[1], manifest_sha, shards.digest(test.ids), len(test.ids), np.array(rows, dtype=np.int64),
             tuple(ids), values, report))
         return Result(path, len(ids), 0, where, seconds, len(ids) / seconds if seconds > 0 else 0.0, problems, path)
     probs = finish(values, manifest.merge, np.array([m.weight for m in manifest.models]))
-    summary = _write(manifest, ids, probs, report, out)
+    summary = _write(manifest, ids, probs, report, out, options.quiet)
     return Result(path=Path(out), rows=len(ids), columns=len(manifest.output.columns), device=where, seconds=seconds,
                   images_per_second=len(ids) / seconds if seconds > 0 else 0.0, problems=problems,
                   problems_path=summary)
 
 
 def _problems_report(problems: tuple[dict[str, str], ...], skipped: Sequence[Path],
-                     encoded: meta_io.Encoded | None) -> dict[str, object]:
-    report: dict[str, object] = {"undecodable": list(problems), "skipped_files": [str(p) for p in skipped]}
+                     encoded: meta_io.Encoded | None, found: list[dict[str, str]]) -> dict[str, object]:
+    report: dict[str, object] = {"undecodable": list(problems), "skipped_files": [str(p) for p in skipped],
+                                 "warnings": found}
     if encoded is not None:
         report["metadata"] = {"unknown_categories": encoded.unknown, "filled_ids": encoded.filled}
     return report
 
 
-def _write(manifest: Manifest, ids: Sequence[str], probs: np.ndarray, report: dict, out: Path) -> Path:
-    """The CSV and the problems JSON beside it, each atomically; the warnings a person should read."""
+def _write(manifest: Manifest, ids: Sequence[str], probs: np.ndarray, report: dict, out: Path, quiet: bool) -> Path:
+    """The CSV and the problems JSON beside it, each atomically; then the lines a person should read (with
+    ``quiet``, the count of the image libraries' warnings only, not one line per kind)."""
     table = build_table(ids, probs, manifest)
     summary = problems_path_for(out)
+    write_json(report, summary)
+    write_csv(table, out, manifest.output.decimals)
     metadata = report.get("metadata") or {}
     for column, values in (metadata.get("unknown_categories") or {}).items():
         _warn(f"metadata column {column!r}: {sum(values.values())} row(s) hold categories unseen at pack time "
               f"({', '.join(list(values)[:5])}); their one-hot is all zero")
     if metadata.get("filled_ids"):
         _warn(f"{len(metadata['filled_ids'])} image(s) without a metadata row got the fill values (--metadata-missing fill)")
-    write_json(report, summary)
-    write_csv(table, out, manifest.output.decimals)
+    found = report["warnings"]
+    if found and not quiet:
+        for kind in warning_kinds(found):
+            _warn(kind)
+    if found:
+        files = len({w["file"] for w in found})
+        _warn(f"the image libraries warned {len(found)} time(s) on {files} file(s); all are listed in {summary}")
     problems = report["undecodable"]
     if problems:
         listed = "; ".join(f"{p['id']} ({p['reason']})" for p in problems[:10])
@@ -205,10 +217,11 @@ def merge(folder: Path, bundle: Path, out: Path, options: Options = Options()) -
     report: dict[str, object] = {
         "undecodable": [p for r in merged.problems for p in r["undecodable"]],
         "skipped_files": first["skipped_files"],
+        "warnings": [w for r in merged.problems for w in r["warnings"]],
     }
     if "metadata" in first:  # metadata is encoded over the whole test set: alike in every shard
         report["metadata"] = first["metadata"]
-    summary = _write(manifest, merged.ids, probs, report, out)
+    summary = _write(manifest, merged.ids, probs, report, out, options.quiet)
     _info(options)(f"merged {len(merged.problems)} shard(s) of {len(merged.ids)} image(s)")
     seconds = time.perf_counter() - start
     return Result(Path(out), len(merged.ids), len(manifest.output.columns), "", seconds, 0.0,

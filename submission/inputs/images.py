@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
+import tempfile
+import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +75,18 @@ def match_ids(files: Sequence[Path], sample_ids: Sequence[str] | None) -> TestSe
             "ids must be all file names or all file stems"
         )
     by_id: dict[str, Path] = {}
+    clashes: dict[str, list[Path]] = {}
     for f in files:
         key = f.name if with_suffix else f.stem
         if key in by_id:
-            raise InputError(
-                f"files {str(by_id[key])!r} and {str(f)!r} both give the id {key!r}; remove or rename one of them"
-            )
-        by_id[key] = f
+            clashes.setdefault(key, [by_id[key]]).append(f)
+        else:
+            by_id[key] = f
+    if clashes:
+        shown = [f"{key!r}: {', '.join(repr(str(p)) for p in paths)}" for key, paths in list(clashes.items())[:10]]
+        more = f"; and {len(clashes) - 10} more" if len(clashes) > 10 else ""
+        raise InputError(f"{len(clashes)} id(s) are given by several files: {'; '.join(shown)}{more}; remove or "
+                         "rename the extra files (an id is the file name without its suffix)")
     if sample_ids is None:
         return TestSet(ids=tuple(by_id), paths=tuple(by_id.values()), skipped=())
     repeated = [i for i, n in Counter(sample_ids).items() if n > 1]
@@ -115,7 +124,74 @@ def decode_rgb(path: Path) -> Image.Image:
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
     except Exception as e:  # PIL raises many types for corrupt data; each becomes one named error
-        raise InputError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+        raise InputError(f"{path}: cannot decode the image: {type(e).__name__}: {e}") from None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: Image.Image | None  # None when the file cannot be decoded
+    error: str  # why it cannot be decoded ("" when it can)
+    warnings: tuple[tuple[str, str], ...]  # (library, message) of each warning the image libraries gave on it
+
+
+class _Stderr:
+    """What C libraries (libtiff, libjpeg) print on file descriptor 2 while a file is decoded, captured in an
+    unlinked temporary file of this process."""
+
+    def __init__(self) -> None:
+        self.sink, name = tempfile.mkstemp(prefix="decode-stderr-")
+        os.unlink(name)
+
+    @contextlib.contextmanager
+    def captured(self, lines: list[str]) -> Iterator[None]:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(self.sink, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(self.sink, 0, os.SEEK_END)
+            os.lseek(self.sink, 0, os.SEEK_SET)
+            text = os.read(self.sink, size).decode(errors="replace") if size else ""
+            os.ftruncate(self.sink, 0)
+            os.lseek(self.sink, 0, os.SEEK_SET)
+            lines.extend(line for line in text.splitlines() if line.strip())
+
+
+_STDERR: _Stderr | None = None  # one per process
+
+
+def _library(line: str) -> str:
+    return "libtiff" if line.startswith(("TIFF", "_TIFF")) else "libjpeg" if "JPEG" in line else "C library"
+
+
+def decode(path: Path) -> Decoded:
+    """``decode_rgb`` with the image libraries' warnings on this file caught (Pillow's as warnings, libtiff's and
+    libjpeg's from stderr) instead of printed, and a decoding failure returned rather than raised."""
+    global _STDERR
+    if _STDERR is None:
+        _STDERR = _Stderr()
+    lines: list[str] = []
+    with warnings.catch_warnings(record=True) as caught, _STDERR.captured(lines):
+        warnings.simplefilter("always")
+        try:
+            image, error = decode_rgb(path), ""
+        except InputError as e:
+            image, error = None, str(e)
+    found = [("Pillow", str(w.message)) for w in caught] + [(_library(line), line.strip()) for line in lines]
+    return Decoded(image, error, tuple(found))
+
+
+def warning_kinds(found: Sequence[dict[str, str]]) -> list[str]:
+    """One line per kind of warning (library and message, numbers left out): how many, on how many files."""
+    kinds: dict[tuple[str, str], list[str]] = {}
+    for w in found:
+        key = (w["library"], re.sub(r"\d+", "N", w["message"])[:120])
+        kinds.setdefault(key, []).append(w["file"])
+    return [f"{library}: {len(files)} warning(s) like {message!r} on {len(set(files))} file(s)"
+            for (library, message), files in sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
 
 
 def report_skipped(skipped: Sequence[Path]) -> None:
