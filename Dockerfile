@@ -1,16 +1,15 @@
-# Environment image of a submission: BASE_IMAGE plus the runtime's pinned dependencies, installed offline
-# from the wheelhouse that `builder pack` puts in the build context (wheels/, with requirements.lock pinning
-# every wheel by sha256). `builder pack` caches the result by a content key (base image ID + lock + this
-# file) and adds the runtime code and the bundle on top as layers of its own, so new weights, thresholds or
-# code never rebuild this image.
+# The submission's environment as one would write it by hand: BASE_IMAGE plus the pinned wheels installed with pip
+# into a venv. `builder pack` does not build this file: it writes the same environment itself, layer by layer
+# (builder/image/env.py), so that the same inputs give the same image ID on any machine, and leaves out what
+# inference never loads (`--full-env` keeps it). This file is the plain reference that benchmarks/env_size.py
+# builds to compare sizes, and a readable account of the environment: its ENV and USER are the builder's
+# (tests/image/test_env.py checks that they agree).
 #
-# The default base is the official Python slim image of the host's Python minor version. Tags move: pin a
-# digest with `builder pack --base-image python:3.11-slim-bookworm@sha256:...`, or make a local base with
-# `builder base` where no registry is reachable. The image label submission.base.id records the base used.
+# Build context: wheels/ holding the wheelhouse's wheels and requirements.lock (every wheel pinned by sha256), as
+# `builder pack` downloads them into ~/.cache/submission-builder/wheelhouse/<key>/.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS install
-LABEL submission.build-stage=install
 COPY wheels /wheels
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/python -m pip install --no-index --no-deps --require-hashes --no-cache-dir \

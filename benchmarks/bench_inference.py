@@ -6,13 +6,17 @@ For each regime, on one machine in one run:
   runtime  ``submission.runner.run``: the code path of ``python -m submission``, on a bundle made by
            ``builder pack``'s own bundle writer;
   compute  the runtime's forward passes (same models, views, batch size, dtype) on images decoded and
-           resized beforehand, in memory; also without channels_last, to show what it gains.
+           resized beforehand, in memory; also without channels_last, to show what it gains;
+  fast     the runtime with ``decode: fast`` (large JPEGs decoded at reduced scale): its speed, and how far
+           its probabilities are from the exact decode's (argmax agreement, largest difference).
 The runtime and compute-only take the best of ``--repeat`` runs; the naive loop runs once.
 Regimes: ``compute`` (5 folds of resnet18 at 224, hflip, from 256-pixel JPEGs), ``decode`` (5 folds of a
-tiny model at 128 from 1024-pixel JPEGs), ``memory`` (peak RSS of ``python -m submission`` on 1,000 and
-10,000 images), and ``devices`` (``python -m submission`` with one and two worker processes on the CPU, and
-with every GPU when there is one: images/s and the peak RSS of each process). Prints images/s, the ratios and
-peak RSS, and writes them as JSON.
+tiny model at 128 from 1024-pixel JPEGs), ``digits`` (the digits example trained for real, its test images
+saved as 256-pixel JPEGs: fast decode against exact, and the accuracy of each), ``memory`` (peak RSS of
+``python -m submission`` on 1,000 and 10,000 images), and ``devices`` (``python -m submission`` with one and
+two worker processes on the CPU, and with every GPU when there is one: images/s and the peak RSS of each
+process). Prints images/s, the ratios and peak RSS, and writes them as JSON. ``--device cuda`` runs the
+runtime and compute-only on the GPU (autocast, channels_last, pinned memory); the naive loop stays on the CPU.
 
     python benchmarks/bench_inference.py                      # every regime
     python benchmarks/bench_inference.py --regime decode --images 200
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import timm
 import torch
 from PIL import Image
@@ -63,16 +68,25 @@ def make_folder(folder: Path, n: int, size: int, seed: int = 0) -> None:
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i:05d}.jpg", quality=90)
 
 
-def make_bundle_for(root: Path, arch: str, img_size: int, folds: int, tta: str, num_classes: int = 10) -> Path:
+def make_bundle_for(root: Path, arch: str, img_size: int, folds: int, tta: str, num_classes: int = 10,
+                    decode: str = "exact") -> Path:
     """``folds`` randomly initialised models saved as bare state_dicts, packed by the builder's bundle writer."""
     runs = root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     for k in range(folds):
-        torch.manual_seed(k)
-        model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
-        torch.save(model.state_dict(), runs / f"fold{k}.pth")
-    options = dict(arch=arch, img_size=str(img_size), tta=tta, format="probs")
-    return make_bundle(PackRequest(models=runs, options=options), root / "bundle").path
+        if not (runs / f"fold{k}.pth").exists():
+            torch.manual_seed(k)
+            model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+            torch.save(model.state_dict(), runs / f"fold{k}.pth")
+    options = dict(arch=arch, img_size=str(img_size), tta=tta, format="probs", decode=decode)
+    return make_bundle(PackRequest(models=runs, options=options), root / f"bundle-{decode}").path
+
+
+def agreement(fast: np.ndarray, exact: np.ndarray) -> dict:
+    """How far the fast decode's probabilities are from the exact decode's."""
+    return {"argmax_agreement": float((fast.argmax(1) == exact.argmax(1)).mean()),
+            "max_abs_prob_diff": float(np.abs(fast - exact).max()),
+            "mean_abs_prob_diff": float(np.abs(fast - exact).mean())}
 
 
 class FolderImages(Dataset):
@@ -114,49 +128,100 @@ def naive(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, 
 
 
 def compute_only(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, repeat: int,
-                 channels_last: bool = True) -> float:
+                 device: torch.device, channels_last: bool = True) -> float:
     """Best time of the runtime's forward passes over images decoded and resized beforehand."""
-    device = torch.device("cpu")
     groups = engine.load_groups(manifest, bundle, device, channels_last)
     dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups])
     items = [dataset[i] for i in range(len(paths))]
     batches = [engine.collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
     times = []
     for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
         engine.predict(manifest, groups, batches, len(paths), device=device, channels_last=channels_last)
         times.append(time.perf_counter() - start)
     return min(times)
 
 
-def speed_regime(name: str, root: Path, images: int, folds: int, batch_size: int, workers: int, repeat: int) -> dict:
+def timed_run(folder: Path, bundle: Path, out: Path, options: Options, repeat: int) -> tuple[float, np.ndarray]:
+    """Best prediction time of the runtime over ``repeat`` runs, and the probabilities of its CSV."""
+    seconds = min(run(folder, bundle, out, options).seconds for _ in range(repeat))
+    return seconds, np.loadtxt(out, delimiter=",", skiprows=1, usecols=range(1, 11), ndmin=2)
+
+
+def speed_regime(name: str, root: Path, images: int, folds: int, batch_size: int, workers: int, repeat: int,
+                 device: str) -> dict:
     cfg = REGIMES[name]
     folder = root / "test"
     make_folder(folder, images, cfg["source_size"])
     bundle = make_bundle_for(root, cfg["arch"], cfg["img_size"], folds, cfg["tta"])
+    fast_bundle = make_bundle_for(root, cfg["arch"], cfg["img_size"], folds, cfg["tta"], decode="fast")
     manifest = load_manifest(bundle)
     paths = list_images(folder)
 
-    options = Options(batch_size=batch_size, workers=workers, quiet=True)
-    runtime_s = min(run(folder, bundle, root / "runtime.csv", options).seconds for _ in range(repeat))
-    runtime_probs = np.loadtxt(root / "runtime.csv", delimiter=",", skiprows=1, usecols=range(1, 11))
-    compute_s = compute_only(manifest, bundle, paths, batch_size, repeat)
-    contiguous_s = compute_only(manifest, bundle, paths, batch_size, repeat, channels_last=False)
+    options = Options(batch_size=batch_size, workers=workers, devices=device, quiet=True)
+    runtime_s, runtime_probs = timed_run(folder, bundle, root / "runtime.csv", options, repeat)
+    fast_s, fast_probs = timed_run(folder, fast_bundle, root / "fast.csv", options, repeat)
+    compute_s = compute_only(manifest, bundle, paths, batch_size, repeat, torch.device(device))
+    contiguous_s = compute_only(manifest, bundle, paths, batch_size, repeat, torch.device(device), channels_last=False)
     naive_s, naive_probs = naive(manifest, bundle, paths, batch_size, workers)
     figures = {
         "regime": name, "arch": cfg["arch"], "img_size": cfg["img_size"], "source_size": cfg["source_size"],
         "folds": folds, "tta": cfg["tta"], "images": images, "batch_size": batch_size, "workers": workers,
-        "threads": torch.get_num_threads(), "repeat": repeat,
+        "device": device, "threads": torch.get_num_threads(), "repeat": repeat,
         "runtime_images_per_s": images / runtime_s,
+        "runtime_fast_decode_images_per_s": images / fast_s,
         "compute_only_images_per_s": images / compute_s,
         "compute_only_contiguous_images_per_s": images / contiguous_s,
         "channels_last_gain": contiguous_s / compute_s,
         "naive_images_per_s": images / naive_s,
         "max_abs_diff_runtime_vs_naive": float(np.abs(runtime_probs - naive_probs).max()),
+        "fast_decode": agreement(fast_probs, runtime_probs),
     }
     figures["runtime_over_compute_only"] = figures["runtime_images_per_s"] / figures["compute_only_images_per_s"]
+    figures["fast_decode_over_compute_only"] = figures["runtime_fast_decode_images_per_s"] / figures["compute_only_images_per_s"]
+    figures["fast_decode_speedup"] = runtime_s / fast_s
     figures["runtime_over_naive"] = figures["runtime_images_per_s"] / figures["naive_images_per_s"]
     return figures
+
+
+def digits_regime(root: Path, batch_size: int, device: str, source_size: int = 256) -> dict:
+    """The digits example trained for real (3 folds), its test images saved as ``source_size`` JPEGs: the fast
+    decode against the exact one, and the accuracy of each on the hidden labels."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    comp = root / "digits"
+    for script, extra in (("make_competition.py", []), ("train.py", ["--epochs", "5"])):
+        subprocess.run([sys.executable, str(example / script), str(comp), "--task", "multiclass", *extra], check=True,
+                       stdout=subprocess.DEVNULL)
+    folder = root / "test-jpeg"
+    folder.mkdir()
+    for path in list_images(comp / "test"):
+        with Image.open(path) as image:
+            image.convert("RGB").resize((source_size, source_size), Image.BICUBIC).save(folder / f"{path.stem}.jpg", quality=90)
+    paths = list_images(folder)
+    truth = pd.read_csv(comp / "test_labels.csv", dtype={"id": str}).set_index("id")["label"]
+    labels = truth.loc[[p.stem for p in paths]].to_numpy()
+    runs, probs = {}, {}
+    for decode in ("exact", "fast"):
+        bundle = make_bundle(PackRequest(models=comp / "runs", options={"decode": decode}), root / f"bundle-{decode}").path
+        start = time.perf_counter()
+        probs[decode] = engine_probabilities(load_manifest(bundle), bundle, paths, batch_size, torch.device(device))
+        runs[decode] = {"images_per_s": len(paths) / (time.perf_counter() - start),
+                        "accuracy": float((probs[decode].argmax(1) == labels).mean())}
+    return {"regime": "digits", "source_size": source_size, "images": len(paths), "device": device, "runs": runs,
+            "fast_decode": agreement(probs["fast"], probs["exact"])}
+
+
+def engine_probabilities(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int,
+                         device: torch.device) -> np.ndarray:
+    """The ensemble's [N, C] probabilities, decoded in this process as the manifest's decode mode says."""
+    groups = engine.load_groups(manifest, bundle, device)
+    dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups], decode_mode=manifest.decode)
+    batches = (engine.collate([dataset[i] for i in range(s, min(s + batch_size, len(paths)))])
+               for s in range(0, len(paths), batch_size))
+    values, _ = engine.predict(manifest, groups, batches, len(paths), device=device)
+    return values
 
 
 def tree_rss(pid: int) -> dict[int, int]:
@@ -247,17 +312,18 @@ def devices_regime(root: Path, images: int, folds: int, batch_size: int, workers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regime", choices=("compute", "decode", "memory", "devices", "all"), default="all")
+    parser.add_argument("--regime", choices=("compute", "decode", "digits", "memory", "devices", "all"), default="all")
     parser.add_argument("--images", type=int, default=None, help="images per speed regime (default: per regime)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the runtime's)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the runtime and compute-only; the best counts")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the runtime and compute-only run")
     parser.add_argument("--out", type=Path, default=Path("benchmark_results.json"))
     args = parser.parse_args()
     workers = engine.available_cpus() if args.workers is None else args.workers
     results = []
-    regimes = ["compute", "decode", "memory", "devices"] if args.regime == "all" else [args.regime]
+    regimes = ["compute", "decode", "digits", "memory", "devices"] if args.regime == "all" else [args.regime]
     for name in regimes:
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             if name == "memory":
@@ -271,9 +337,17 @@ def main() -> None:
                     print(f"devices {spec}: {r['images_per_s']:.1f} img/s, peak RSS {r['peak_rss_mb_total']:.0f} MB in "
                           f"all, largest processes {r['peak_rss_mb_per_process']} MB", flush=True)
                 print(f"  two CPU processes / one: {figures['two_over_one_cpu_process']:.2f}", flush=True)
+            elif name == "digits":
+                figures = digits_regime(Path(tmp), args.batch_size, args.device)
+                exact, fast, agree = figures["runs"]["exact"], figures["runs"]["fast"], figures["fast_decode"]
+                print(f"digits (trained, {figures['images']} test JPEGs of {figures['source_size']} px): accuracy exact "
+                      f"{exact['accuracy']:.4f}, fast {fast['accuracy']:.4f}; fast decode vs exact: argmax agreement "
+                      f"{agree['argmax_agreement']:.4f}, max |p diff| {agree['max_abs_prob_diff']:.2e}", flush=True)
             else:
                 images = args.images or REGIMES[name]["images"]
-                figures = speed_regime(name, Path(tmp), images, args.folds, args.batch_size, workers, args.repeat)
+                figures = speed_regime(name, Path(tmp), images, args.folds, args.batch_size, workers, args.repeat,
+                                       args.device)
+                agree = figures["fast_decode"]
                 print(f"{name}: {figures['folds']} x {figures['arch']} at {figures['img_size']}, TTA {figures['tta']}, "
                       f"{images} JPEGs of {figures['source_size']} px, batch {args.batch_size}, {workers} workers, "
                       f"{figures['threads']} threads\n"
@@ -282,7 +356,11 @@ def main() -> None:
                       f"  runtime/compute-only {figures['runtime_over_compute_only']:.3f}, "
                       f"channels_last gain {figures['channels_last_gain']:.2f}, "
                       f"runtime/naive {figures['runtime_over_naive']:.2f}, "
-                      f"max |runtime - naive| {figures['max_abs_diff_runtime_vs_naive']:.2e}", flush=True)
+                      f"max |runtime - naive| {figures['max_abs_diff_runtime_vs_naive']:.2e}\n"
+                      f"  fast decode {figures['runtime_fast_decode_images_per_s']:.2f} img/s: "
+                      f"{figures['fast_decode_speedup']:.2f}x the exact decode, "
+                      f"fast/compute-only {figures['fast_decode_over_compute_only']:.3f}; vs exact: argmax agreement "
+                      f"{agree['argmax_agreement']:.4f}, max |p diff| {agree['max_abs_prob_diff']:.2e}", flush=True)
             results.append(figures)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

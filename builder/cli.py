@@ -114,7 +114,7 @@ def _setting_parameters() -> list[inspect.Parameter]:
     for s in SETTINGS:
         if not s.cli:
             continue
-        default = f" [default: {s.default}]" if s.default is not None and s.type is not bool else ""
+        default = f" (default: {s.default})" if s.default is not None and s.type is not bool else ""
         option = typer.Option(None, *(s.flag or s.option).split(" "), help=s.help + default)
         annotation = Optional[list[str]] if s.type is list else Optional[s.type]
         parameters.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
@@ -127,8 +127,9 @@ def pack(
     bundle_only: Optional[Path] = typer.Option(None, "--bundle-only", help="Write the bundle to this folder and stop (no Docker needed)."),
     bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also keep the bundle in this folder (to run `python -m submission` on the host)."),
     tag: str = typer.Option(DEFAULT_TAG, help="Tag of the image to build."),
-    base_image: Optional[str] = typer.Option(None, help="Base image with python3 (never pulled; see `builder base`) [default: python:X.Y-slim-bookworm of this Python]."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's and Docker's build logs."),
+    base_image: Optional[str] = typer.Option(None, help="Base image with python3, never pulled (see `builder base`; default: python:X.Y-slim-bookworm of this Python)."),
+    full_env: bool = typer.Option(False, "--full-env", help="Keep every file of the environment's packages (triton, headers, CUDA libraries nothing loads)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
     **settings: Any,
 ) -> None:
     """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
@@ -139,25 +140,55 @@ def pack(
     request = PackRequest(models=models, options=settings, config=config)
     with _errors():
         result = pack_folds(
-            request, tag=tag, base_image=base_image or default_base(), bundle_dir=bundle_only or bundle,
-            bundle_only=bundle_only is not None, phase=console.status,
-            log=_say if verbose else (lambda line: None),
+            request, tag=tag, base_image=base_image or default_base(), full_env=full_env,
+            bundle_dir=bundle_only or bundle, bundle_only=bundle_only is not None, phase=console.status,
+            log=_say if verbose else (lambda line: None), say=_say,
             on_fold=lambda fold: _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch"),
         )
     _report(result.bundle)
     if result.image is not None:
         env, image, smoke = result.env, result.image, result.smoke
-        _say(f"environment: {env.tag} ({'built' if env.built else 'cached'}) on {env.base}")
+        _say(f"environment: {env.tag} ({'built' if env.built else 'cached'}) on {env.base.name} ({env.base.id[:19]}), "
+             f"layers {', '.join(env.layers)}")
+        if env.left_out:
+            parts = ", ".join(f"{why} {_size(n)}" for why, n in sorted(env.left_out.items(), key=lambda kv: -kv[1]))
+            _say(f"left out what inference never loads ({_size(sum(env.left_out.values()))}; --full-env keeps it): {parts}")
         _say(f"pins: {image.labels['submission.pins']}")
         _say(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
-        typer.echo(f"built {image.tag}: {image.id} ({_size(image.size)})")
+        typer.echo(f"built {image.tag}: {image.spec.id} ({_size(image.size)})")
 
 
-pack.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [p for p in inspect.signature(pack).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    + _setting_parameters()
-)
-app.command()(pack)
+def verify(
+    image: str = typer.Argument(..., help="The image to check, as the engine names it."),
+    models: Path = typer.Option(..., "--models", help="The fold checkpoints it was packed from."),
+    config: Optional[Path] = typer.Option(None, "--config", help="The settings file it was packed with."),
+    base_image: Optional[str] = typer.Option(None, help="Base image to rebuild on (default: the one that the image's labels name by ID)."),
+    full_env: bool = typer.Option(False, "--full-env", help="It was packed with --full-env."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
+    **settings: Any,
+) -> None:
+    """Rebuild the image that these inputs make and say whether IMAGE is exactly it (exit 1 where not)."""
+    from builder.pack.bundle import PackRequest
+    from builder.pipeline import verify as verify_image
+
+    request = PackRequest(models=models, options=settings, config=config)
+    with _errors():
+        verdict = verify_image(request, image, base_image=base_image, full_env=full_env, phase=console.status,
+                               log=_say if verbose else (lambda line: None), say=_say)
+    if verdict.same:
+        typer.echo(f"{image} is exactly the image these inputs make: {verdict.expected_id}")
+        return
+    _say(f"{image} ({verdict.actual_id}) is not the image these inputs make ({verdict.expected_id})")
+    _say(f"first difference: {verdict.difference}")
+    raise typer.Exit(CHECK_FAILED)
+
+
+for _command in (pack, verify):  # every setting of the bundle is an option of both
+    _command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p for p in inspect.signature(_command).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        + _setting_parameters()
+    )
+    app.command()(_command)
 
 
 @app.command()

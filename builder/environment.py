@@ -25,8 +25,13 @@ def host_version(name: str) -> str:
 
 
 def host_pins(packages: Iterable[str]) -> dict[str, str]:
-    """``packages`` and everything they depend on that is installed here, as {canonical name: version}."""
+    """``packages`` and everything they depend on that is installed here, as {canonical name: version}.
+
+    A dependency whose installed version does not meet what a package here requires of it (an environment
+    that ``pip check`` would fault, e.g. a venv's own old setuptools under torch) is left to pip to resolve
+    within those requirements: pinning it would make the lock unsolvable."""
     pins: dict[str, str] = {}
+    wanted: dict[str, list[Requirement]] = {}
     todo = [canonicalize_name(p) for p in packages]
     for name in todo:
         host_version(name)
@@ -46,4 +51,7 @@ def host_pins(packages: Iterable[str]) -> dict[str, str]:
                 continue
             if req.marker is None or req.marker.evaluate({"extra": ""}):
                 todo.append(canonicalize_name(req.name))
-    return dict(sorted(pins.items()))
+                wanted.setdefault(canonicalize_name(req.name), []).append(req)
+    unmet = {name for name, version in pins.items()
+             if any(not req.specifier.contains(version, prereleases=True) for req in wanted.get(name, ()))}
+    return {name: version for name, version in sorted(pins.items()) if name not in unmet}

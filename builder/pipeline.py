@@ -1,4 +1,5 @@
-"""``builder pack`` as one library call across the wings: the checked bundle (pack), the images (image), the smoke run."""
+"""``builder pack`` and ``builder verify`` as library calls across the wings: the checked bundle (pack), the images
+(image), the smoke run, or the comparison of an image with the one its inputs make."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.environment import RUNTIME_PACKAGES
+from builder.errors import DockerError
 from builder.pack.bundle import Bundle, PackRequest, make_bundle
 from builder.pack.folds import Fold
 
 if TYPE_CHECKING:
-    from builder.image.assemble import EnvImage, SmokeRun, SubmissionImage
+    from builder.image.assemble import SmokeRun, SubmissionImage
+    from builder.image.env import EnvImage
+    from builder.image.verify import Verdict
 
 Phase = Callable[[str], AbstractContextManager]
 
@@ -38,19 +42,29 @@ class PackResult:
     smoke: SmokeRun | None = None
 
 
+def _packages(bundle: Bundle) -> tuple[str, ...]:
+    """What the environment installs: the runtime's packages, albumentations when a fold uses it, and what the
+    user's code needs."""
+    extras = ("albumentations",) if any(m.preprocess.albumentations for m in bundle.manifest.models) else ()
+    return RUNTIME_PACKAGES + extras + tuple(r.split("==")[0] for r in bundle.manifest.requirements)
+
+
 def pack(
     request: PackRequest,
     *,
     tag: str,
     base_image: str,
+    full_env: bool = False,
     bundle_dir: Path | None = None,
     bundle_only: bool = False,
     phase: Phase = _no_phase,
     log: Callable[[str], None] = lambda line: None,
+    say: Callable[[str], None] = lambda line: None,
     on_fold: Callable[[Fold], None] | None = None,
 ) -> PackResult:
     """Check every fold and write the bundle (to ``bundle_dir``, else a temporary folder); unless
-    ``bundle_only``, build the image ``tag`` on ``base_image`` and smoke-run it."""
+    ``bundle_only``, build the image ``tag`` on ``base_image`` (with every file of the environment when
+    ``full_env``) and smoke-run it. ``log`` gets tools' output, ``say`` what a person should see."""
     if bundle_only:
         if bundle_dir is None:
             raise ValueError("bundle_only needs bundle_dir")
@@ -59,17 +73,52 @@ def pack(
 
     from builder.image import assemble as images  # Docker is needed from here on only
     from builder.image.engine import connect
+    from builder.image.env import env_image
 
     client = connect()  # before the long checks: fail fast when there is no engine
     with tempfile.TemporaryDirectory(prefix="submission-bundle-") as tmp:
         with phase("checking folds"):
             bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
-        extras = ("albumentations",) if any(m.preprocess.albumentations for m in bundle.manifest.models) else ()
-        extras += tuple(r.split("==")[0] for r in bundle.manifest.requirements)
         with phase(f"environment image on {base_image}"):
-            env = images.ensure_env_image(client, base_image, RUNTIME_PACKAGES + extras, log)
+            env = env_image(client, base_image, _packages(bundle), full=full_env, log=log, say=say)
         with phase(f"writing the layers of {tag}"):
-            image = images.build_submission_image(client, env, bundle.path, bundle.manifest, tag)
+            image = images.build_submission_image(client, env, bundle.path, bundle.manifest, tag, say)
         with phase(f"smoke run of {tag}"):
-            smoke = images.smoke_run(client, tag, bundle.manifest, metadata_rows=bundle.metadata_rows)
+            smoke = images.smoke_run(client, image.tag, bundle.manifest, metadata_rows=bundle.metadata_rows)
     return PackResult(bundle, env, image, smoke)
+
+
+def verify(
+    request: PackRequest,
+    image: str,
+    *,
+    base_image: str | None = None,
+    full_env: bool = False,
+    phase: Phase = _no_phase,
+    log: Callable[[str], None] = lambda line: None,
+    say: Callable[[str], None] = lambda line: None,
+) -> Verdict:
+    """Rebuild, loading nothing, the image that ``request`` makes on ``base_image`` (by default the base that
+    ``image``'s labels name by ID) and compare it with ``image`` layer by layer."""
+    from builder.image.assemble import submission_image
+    from builder.image.engine import connect, local_image
+    from builder.image.env import env_image
+    from builder.image.verify import compare
+
+    client = connect()
+    found = local_image(client, image)
+    if found is None:
+        raise DockerError(f"no image {image} in this engine; `docker load` it first (images are never pulled)")
+    base = base_image or (found.attrs["Config"].get("Labels") or {}).get("submission.base.id")
+    if not base:
+        raise DockerError(f"{image} names no base image (it has no submission.base.id label): pass --base-image")
+    with tempfile.TemporaryDirectory(prefix="submission-bundle-") as tmp:
+        with phase("checking folds"):
+            bundle = make_bundle(request, Path(tmp) / "bundle")
+        with phase(f"rebuilding the environment on {base}"):
+            env = env_image(client, base, _packages(bundle), full=full_env, load=False, log=log, say=say)
+        with phase("rebuilding the submission layers"):
+            expected = submission_image(env, bundle.path, bundle.manifest, image, None)
+    names = [f"base image layer {i + 1}" for i in range(len(env.base.spec.diff_ids))]
+    names += [f"environment: {n}" for n in env.layers] + [l.name for l in expected.layers]
+    return compare(image, found.attrs, expected.spec, names)

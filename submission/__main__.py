@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from submission import __version__
+from submission import __version__, interrupt
 from submission.errors import SubmissionError
 from submission.runner import DEFAULT_BUNDLE, DEFAULT_OUT, Options, Result, merge, run
 
@@ -65,19 +65,9 @@ def parse_merge_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _stop(signum: int, frame: object) -> None:
-    """SIGTERM (docker stop, a platform's time limit) and SIGINT stop the run cleanly, writing nothing half.
-
-    Both are set here: as PID 1 in a container SIGTERM would otherwise be ignored, and a process started in
-    the background by a shell inherits SIGINT ignored.
-    """
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _stop)
+    interrupt.install()
     if argv[:1] == ["merge"]:
         args = parse_merge_args(argv[1:])
         return _report(lambda: merge(args.folder, args.bundle, args.out, Options(quiet=args.quiet)))

@@ -73,7 +73,7 @@ def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[
     groups = load_groups(manifest, job.bundle, device)
     on_ready()
     batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
-                     strict=job.strict, schedule=schedule)
+                     strict=job.strict, decode_mode=manifest.decode, schedule=schedule)
     for rows, batch in zip(schedule, batches):
         batch = batch.checked()
         meta = None if job.features is None else job.features[rows]

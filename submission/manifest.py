@@ -42,6 +42,7 @@ TTA_PRESETS = {
 }
 ROTATING_VIEWS = frozenset({"rot90", "rot270", "transpose", "antitranspose"})  # swap height and width
 MERGE_MODES = ("mean", "gmean", "logits", "rank")  # rank: percentile ranks over the whole test set, averaged
+DECODE_MODES = ("exact", "fast")  # fast: libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8 scale before the resize
 MODEL_SOURCES = ("timm", "code")  # timm.create_model, or the user's code frozen in the bundle
 METADATA_KINDS = ("categorical", "numeric", "count")
 TIMM_RESERVED = ("pretrained", "pretrained_cfg_overlay", "checkpoint_path")  # timm kwargs the manifest may not set
@@ -229,6 +230,7 @@ class Manifest:
     models: tuple[ModelSpec, ...]  # the ensemble: every fold of every architecture
     tta: str  # TTA preset name (see TTA_PRESETS)
     merge: str  # "mean" of probabilities, "gmean" (geometric mean), "logits" (mean of logits, then activation)
+    decode: str  # "exact", or "fast": a JPEG over twice the largest resize target is decoded at reduced scale
     decision: Decision
     output: Output
     sample_submission: FileRef | None  # the competition's sample: the output follows its rows' order
@@ -264,6 +266,11 @@ class Manifest:
                 h, w = m.preprocess.size
                 _require(h == w, f"tta {self.tta!r} rotates images, but model {m.name!r} takes {h}x{w} (not square)")
         _choice("merge", self.merge, MERGE_MODES)
+        _choice("decode", self.decode, DECODE_MODES)
+        if self.decode == "fast":
+            own = [m.name for m in self.models if m.preprocess.albumentations is not None]
+            _require(not own, f"decode 'fast' shrinks JPEGs before timm's resize, but models {own} use an "
+                              "albumentations transform, which sees the image as decoded; use decode 'exact'")
         self._check_decision()
         self._check_output()
 
@@ -348,7 +355,7 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     if isinstance(decision, dict):
         decision = {**decision, "positive_class": None, "cutoffs": [], "new_class": None, "new_threshold": None}
     return {**data, "schema_version": SCHEMA_VERSION, "models": models, "metadata": None, "requirements": [],
-            "heads": [{"name": "output", "size": len(classes)}], "decision": decision}
+            "decode": "exact", "heads": [{"name": "output", "size": len(classes)}], "decision": decision}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:

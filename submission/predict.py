@@ -27,7 +27,7 @@ from submission import models as model_io
 from submission.ensemble import combine, merge, view_means
 from submission.errors import DeviceError, InputError
 from submission.inputs.images import decode
-from submission.inputs.preprocess import Preprocessor, normalize
+from submission.inputs.preprocess import Preprocessor, fast_decode_keep, normalize
 from submission.manifest import Manifest
 from submission.tta import stack_views, views_of
 
@@ -61,19 +61,22 @@ class DecodedImages(Dataset):
 
     An image that cannot be decoded is replaced by a blank (black) image of each model's input size, so that
     its row is still written, unless ``strict``, where it is an error. Errors travel as data, so that a loader
-    worker's error reaches the user as the same one line as in the main process.
+    worker's error reaches the user as the same one line as in the main process. With ``decode_mode`` "fast", large
+    JPEGs are decoded at reduced scale (see ``decode_rgb``).
     """
 
-    def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor], strict: bool = False):
+    def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor], strict: bool = False,
+                 decode_mode: str = "exact"):
         self.paths = list(paths)
         self.preprocessors = list(preprocessors)
         self.strict = strict
+        self.keep = fast_decode_keep([p.pre for p in self.preprocessors]) if decode_mode == "fast" else None
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str, str, tuple[tuple[str, str], ...]]:
-        decoded = decode(self.paths[i])
+        decoded = decode(self.paths[i], self.keep)
         if decoded.image is None:
             blanks = tuple(p(Image.new("RGB", (p.pre.size[1], p.pre.size[0]))) for p in self.preprocessors)
             fatal = f"{decoded.error} (--strict: no blank-image fallback)" if self.strict else ""
@@ -128,12 +131,12 @@ def batch_rows(total: int, batch_size: int) -> list[list[int]]:
 
 def loader(
     paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int,
-    strict: bool = False, schedule: Sequence[list[int]] | None = None,
+    strict: bool = False, decode_mode: str = "exact", schedule: Sequence[list[int]] | None = None,
 ) -> DataLoader:
     """Batches of (one uint8 tensor per group (float for albumentations), the decoding problem of each image);
     ``schedule`` gives the image positions of each batch (default: every image, in order, ``batch_size`` at a time)."""
     return DataLoader(
-        DecodedImages(paths, [g.preprocessor for g in groups], strict),
+        DecodedImages(paths, [g.preprocessor for g in groups], strict, decode_mode),
         batch_sampler=schedule if schedule is not None else batch_rows(len(paths), batch_size),
         collate_fn=collate,
         num_workers=workers,

@@ -36,7 +36,8 @@ class Predict:
         self.strict = strict
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        images = DecodedImages([Path(str(p)) for p in batch["path"]], [g.preprocessor for g in self.groups], self.strict)
+        images = DecodedImages([Path(str(p)) for p in batch["path"]], [g.preprocessor for g in self.groups], self.strict,
+                               self.manifest.decode)
         decoded = collate([images[i] for i in range(len(images))]).checked()
         probs = predict_batch(self.manifest, self.groups, decoded.pixels, None, device=self.device)
         out = dict(batch)

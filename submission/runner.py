@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from submission import shards
+from submission import interrupt, shards
 from submission.devices import Job, plan, score
 from submission.devices import parse as device_list
 from submission.ensemble import finish
@@ -148,7 +148,11 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         + f", batch {options.batch_size}, {loaders} loader worker(s)" + (" per device" if len(devices) > 1 else "")
     )
     progress = Progress(len(ids), enabled=not options.quiet)
-    scores = score(manifest, job, devices, on_batch=progress.update, on_ready=progress.restart, log=_warn)
+    def on_batch(n: int) -> None:
+        interrupt.checkpoint()
+        progress.update(n)
+
+    scores = score(manifest, job, devices, on_batch=on_batch, on_ready=progress.restart, log=_warn)
     values = scores.values
     seconds = time.perf_counter() - progress.start
     problems = tuple({"id": ids[i], "file": str(paths[i]), "reason": scores.problems[i]} for i in sorted(scores.problems))

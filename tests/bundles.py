@@ -59,6 +59,7 @@ def manifest(
     tta: str = "none",
     merge: str = "mean",
     sample: FileRef | None = None,
+    decode: str = "exact",
     **overrides: Any,
 ) -> Manifest:
     names = classes(models[0].kwargs["num_classes"])
@@ -70,6 +71,7 @@ def manifest(
         models=models,
         tta=tta,
         merge=merge,
+        decode=decode,
         heads=(Head("output", len(names)),),
         decision=decision(thresholds),
         output=output(fmt, names),

@@ -24,4 +24,6 @@ def test_decode_regime_runs_and_agrees_with_the_naive_loop(tmp_path):
                 "runtime_over_compute_only", "runtime_over_naive", "channels_last_gain"):
         assert figures[key] > 0, key
     assert figures["max_abs_diff_runtime_vs_naive"] < 2e-6  # the CSV keeps 6 decimals
+    assert figures["runtime_fast_decode_images_per_s"] > 0 and figures["fast_decode_speedup"] > 0
+    assert 0.0 <= figures["fast_decode"]["argmax_agreement"] <= 1.0
     assert "runtime/naive" in proc.stdout

@@ -1,4 +1,5 @@
-"""The Docker engine: the connection, local images, and containers run the way graders run them.
+"""The Docker engine: the connection, local images, loading the images the builder writes, and containers run the
+way graders run them.
 
 Every container this package starts goes through ``run_container``: ``--network none``, read-only root with a
 writable tmpfs /tmp, the data folder read-only at /data, an output folder at /output, no capabilities,
@@ -19,6 +20,7 @@ import requests
 from docker.errors import DockerException, ImageNotFound
 
 from builder.errors import DockerError
+from builder.image.layers import ImageSpec, Layer, load_archive
 
 Log = Callable[[str], None]
 
@@ -40,6 +42,17 @@ def local_image(client: docker.DockerClient, name: str) -> Any | None:
         return client.images.get(name)
     except ImageNotFound:
         return None
+
+
+def load_image(client: docker.DockerClient, image: ImageSpec, layers: list[Layer], tag: str) -> None:
+    """``docker load`` ``image`` (its parent already in the engine) as ``tag``, and check the engine's ID is its ID."""
+    try:
+        client.images.load(load_archive(image, layers, tag))
+        loaded = client.images.get(tag).id
+    except (DockerException, requests.RequestException) as e:
+        raise DockerError(f"docker load of {tag} failed: {e}") from None
+    if loaded != image.id:
+        raise DockerError(f"the engine tagged {loaded} as {tag}, where the builder wrote {image.id}")
 
 
 @dataclass
@@ -71,6 +84,8 @@ def run_container(
         kwargs["nano_cpus"] = int(cpus * 1e9)
     if gpus:
         kwargs["device_requests"] = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if local_image(client, image) is None:  # containers.run would pull it from a registry
+        raise DockerError(f"{image} is not in this Docker engine, and is never pulled; pack it, or docker load it")
     try:
         container = client.containers.run(image, args, **kwargs)
     except DockerException as e:

@@ -97,8 +97,8 @@ def _heads(layers: tuple) -> Sourced | None:
 
 
 def _ensemble_settings(layers: tuple, folds: list[Fold]) -> dict[str, Sourced]:
-    """TTA, merge and the folds' weights."""
-    s = {"tta": resolve("tta", layers), "merge": resolve("merge", layers)}
+    """TTA, merge, the decode mode and the folds' weights."""
+    s = {name: resolve(name, layers) for name in ("tta", "merge", "decode")}
     weights = lookup("fold_weights", *layers)
     if weights is not None:
         s["fold_weights"] = Sourced(as_floats(weights.value, "fold_weights", weights.source, count=len(folds)), weights.source)
@@ -214,6 +214,7 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Any = None) -> Bundle:
                 models=tuple(specs),
                 tta=settings["tta"].value,
                 merge=settings["merge"].value,
+                decode=settings["decode"].value,
                 decision=Decision(
                     thresholds=tuple(settings["thresholds"].value),
                     at_least_one=bool(settings["at_least_one"].value),

@@ -8,6 +8,7 @@ device as uint8 (a quarter of the bytes of float32) and are normalised there.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,9 +35,18 @@ def _scaled_size(image_hw: tuple[int, int], target_hw: tuple[int, int], longest:
     return round(image_hw[0] / ratio), round(image_hw[1] / ratio)
 
 
+def _resize_target(pre: Preprocess) -> tuple[int, int]:
+    """The (height, width) box the resize fits the image to, before the crop."""
+    return math.floor(pre.size[0] / pre.crop_pct), math.floor(pre.size[1] / pre.crop_pct)
+
+
+def fast_decode_keep(pres: Sequence[Preprocess]) -> int:
+    """The side a reduced-scale JPEG decode must keep so that every model's resize still shrinks or keeps it."""
+    return max(max(_resize_target(p)) for p in pres)
+
+
 def _resize(image: Image.Image, pre: Preprocess) -> Image.Image:
-    height, width = pre.size
-    scale = (math.floor(height / pre.crop_pct), math.floor(width / pre.crop_pct))
+    scale = _resize_target(pre)
     if pre.crop_mode == "squash":
         new_hw = scale
     elif pre.crop_mode == "border":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,11 +18,13 @@ from typer.testing import CliRunner
 from builder.cli import app
 from builder.errors import DockerError
 from submission.errors import OutputError
+from submission.manifest import load_manifest
 from tests.bundles import make_images
 from tests.conftest import BASE
 from tests.runs import mixed_runs
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
@@ -168,18 +171,100 @@ def test_docker_stop_ends_the_run_cleanly(client, workspace, pack, tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_a_new_environment_image_leaves_no_dangling_image(client, docker_cleanup, tmp_path):
-    """The Dockerfile's install stage is removed after the build; only the tagged environment image stays."""
-    from builder.image.assemble import ensure_env_image
+def test_the_same_image_id_after_removing_the_environment_the_image_and_the_wheelhouse(
+        client, workspace, pack, tmp_path, monkeypatch):
+    """As on a second machine: no environment image, no submission image, no wheelhouse, no pip cache."""
+    first = pack("e2e-fresh", "--tta", "hflip")
+    assert f"expecting image ID {first['id']}" in first["output"]
+    labels = client.images.get(first["id"]).attrs["Config"]["Labels"]
+    client.images.remove("e2e-fresh:latest")
+    client.images.remove(f"submission-env:{labels['submission.env.key']}", force=True)
+    monkeypatch.setenv("SUBMISSION_BUILDER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    second = pack("e2e-fresh", "--tta", "hflip")
+    assert "installing" in second["output"] and "(built)" in second["output"]
+    assert second["id"] == first["id"]
 
-    container = client.containers.run(BASE, ["sh", "-c", f"echo {time.time_ns()} > /fresh"], detach=True,
-                                      network_mode="none")
-    container.wait()
-    base = docker_cleanup("dangling-test-base:latest")
-    container.commit(repository=base.split(":")[0], tag="latest")  # a base never seen: its environment is new
-    container.remove()
-    dangling_before = {i.id for i in client.images.list(filters={"dangling": True})}
-    env = ensure_env_image(client, base, ("pyyaml",))
-    docker_cleanup(env.tag)
-    assert env.built
-    assert {i.id for i in client.images.list(filters={"dangling": True})} == dangling_before
+
+def _verify(workspace: Path, image: str, *extra: str):
+    return CliRunner().invoke(app, ["verify", image, "--models", str(workspace / "runs"),
+                                    "--sample-submission", str(workspace / "sample.csv"), *extra])
+
+
+def test_verify_knows_the_image_its_inputs_make_and_names_the_first_layer_that_differs(client, workspace, pack):
+    pack("e2e-a", "--tta", "hflip")
+    same = _verify(workspace, "e2e-a", "--tta", "hflip")
+    assert same.exit_code == 0, same.output
+    assert "e2e-a is exactly the image these inputs make" in same.output
+    layers = len(client.images.get("e2e-a").attrs["RootFS"]["Layers"])
+
+    other_tta = _verify(workspace, "e2e-a", "--tta", "flips")
+    assert other_tta.exit_code == 1, other_tta.output
+    assert f"first difference: layer {layers} of {layers} (code, manifest and sample)" in other_tta.output
+
+    full = _verify(workspace, "e2e-a", "--tta", "hflip", "--full-env")
+    assert full.exit_code == 1, full.output
+    assert "(environment: CUDA libraries)" in full.output or "(environment: torch)" in full.output
+
+
+LOAD_ALL = r"""
+import ctypes, glob, json, os, re, torch
+site = os.path.dirname(os.path.dirname(torch.__file__))
+loaded, failed = [], {}
+for path in sorted(glob.glob(site + '/nvidia/*/lib/*.so*') + glob.glob(site + '/torch/lib/*.so*')):
+    try:
+        ctypes.CDLL(path, mode=os.RTLD_LAZY | os.RTLD_LOCAL)
+        loaded.append(os.path.basename(path))
+    except OSError as e:
+        missing = re.match(r'(\S+): cannot open shared object file', str(e))
+        failed[os.path.basename(path)] = missing.group(1) if missing else str(e)
+left_out = {line.split('\t')[0].rsplit('/', 1)[-1] for line in open('/opt/venv/LEFT-OUT')}
+print(json.dumps({'loaded': loaded, 'failed': failed, 'left_out': sorted(left_out)}))
+"""
+
+
+def test_the_slim_image_loads_every_cuda_library_torch_needs(client, workspace, pack):
+    """The dynamic loader, inside the image: every library of torch and CUDA loads, or misses only what was never
+    there (the GPU driver, InfiniBand and MPI stacks for NCCL's and NVSHMEM's plugins), never what was left out."""
+    pack("e2e-a", "--tta", "hflip")
+    out = client.containers.run("e2e-a", ["-c", LOAD_ALL], entrypoint=["/opt/venv/bin/python"], network_mode="none",
+                                read_only=True, tmpfs={"/tmp": ""}, remove=True, stdout=True, stderr=True).decode()
+    report = json.loads(out.strip().splitlines()[-1])
+    loaded, failed, left_out = set(report["loaded"]), report["failed"], set(report["left_out"])
+    assert {"libtorch_cpu.so", "libtorch_python.so", "libtorch_global_deps.so"} <= loaded
+    if "libtorch_cuda.so" in loaded:  # a CUDA build of torch: its libraries and what they dlopen load too
+        for family in ("libcudnn", "libcublasLt", "libcufft", "libnccl", "libnvrtc"):
+            found = {n for n in loaded | set(failed) if n.startswith(family)}
+            assert found and found <= loaded, (family, failed)
+        assert any(n.startswith("libcusolverMg") for n in left_out)
+    assert not set(failed.values()) & left_out, failed
+
+
+@pytest.mark.parametrize("fmt, sample, extra", [
+    ("binary", "image,prob_b\n{rows}", ["--classes", "a,b,c", "--positive-class", "b"]),
+    ("labels", "image,top\n{rows}", ["--top-k", "2"]),
+    ("value", "image,grade\n{rows}", ["--task", "regression", "--cutoffs", "-0.5,0.5"]),
+])
+def test_each_new_format_runs_in_docker_as_on_the_host(workspace, module_docker_cleanup, tmp_path, fmt, sample, extra):
+    """A sample-driven pack per format (one probability column, top-k names, grades cut from a regression value):
+    the image's CSV equals the runtime's on the host, byte for byte, and has the sample's header and ids."""
+    runs = workspace / "runs"
+    if fmt == "value":
+        runs = tmp_path / "runs"
+        mixed_runs(runs, num_classes=1, img_size=48)
+    ids = ["img6", "img2", "img0", "img5", "img1"]
+    (tmp_path / "sample.csv").write_text(sample.format(rows="".join(f"{i},0\n" for i in ids)))
+    tag = module_docker_cleanup(f"e2e-{fmt}:latest").split(":")[0]
+    result = CliRunner().invoke(app, ["pack", "--models", str(runs), "--sample-submission", str(tmp_path / "sample.csv"),
+                                      "--base-image", BASE, "--tag", tag, "--bundle", str(tmp_path / "bundle"), *extra])
+    assert result.exit_code == 0, result.output
+    assert load_manifest(tmp_path / "bundle").output.format == fmt
+    proc = docker_run(workspace, tag, tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr
+    host = subprocess.run([sys.executable, "-m", "submission", str(workspace / "test"), "--bundle", str(tmp_path / "bundle"),
+                           "--out", str(tmp_path / "host.csv"), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert host.returncode == 0, host.stderr
+    in_docker = (tmp_path / "out" / "submission.csv").read_text()
+    assert in_docker == (tmp_path / "host.csv").read_text()
+    lines = in_docker.splitlines()
+    assert lines[0] == sample.splitlines()[0] and [line.split(",")[0] for line in lines[1:]] == ids

@@ -1,4 +1,4 @@
-"""The builder installed from a wheel, outside the checkout, packs an image: the wheel carries the Dockerfile."""
+"""The builder installed from a wheel, outside the checkout, packs an image: everything it needs ships in the wheel."""
 
 from __future__ import annotations
 

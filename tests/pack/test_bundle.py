@@ -197,6 +197,8 @@ def test_thresholds_from_json_and_csv(runs, tmp_path):
 def test_invalid_setting_values_are_named(runs, tmp_path):
     with pytest.raises(ConfigError, match="tta is 'd8'; expected one of"):
         pack(runs[0], tmp_path / "b", tta="d8")
+    with pytest.raises(ConfigError, match="decode is 'quick'; expected one of: exact, fast"):
+        pack(runs[0], tmp_path / "b", decode="quick")
     with pytest.raises(ConfigError, match="4 classes from --classes, but the folds have 3 outputs"):
         pack(runs[0], tmp_path / "b", classes="a,b,c,d")
 
@@ -236,11 +238,13 @@ def test_packed_bundle_runs_and_matches_the_trained_models(runs, tmp_path):
 
 
 def test_cli_bundle_only(runs, tmp_path):
-    result = CliRunner().invoke(app, ["pack", "--models", str(runs[0]), "--bundle-only", str(tmp_path / "b"), "--tta", "hflip"])
+    result = CliRunner().invoke(app, ["pack", "--models", str(runs[0]), "--bundle-only", str(tmp_path / "b"), "--tta", "hflip",
+                                      "--decode", "fast"])
     assert result.exit_code == 0, result.output
     assert "where each setting came from" in result.output and "model_best.pth.tar args [model]" in result.output
     assert "chose model_best.pth.tar: timm's train.py keeps its best epoch as model_best.pth.tar" in result.output
-    assert load_manifest(tmp_path / "b").tta == "hflip"
+    assert (load_manifest(tmp_path / "b").tta, load_manifest(tmp_path / "b").decode) == ("hflip", "fast")
+    assert load_manifest(pack(runs[0], tmp_path / "exact").path).decode == "exact"
     failed = CliRunner().invoke(app, ["pack", "--models", str(tmp_path / "none"), "--bundle-only", str(tmp_path / "c")])
     assert failed.exit_code == 11 and "does not exist" in failed.output
 

@@ -44,7 +44,7 @@ def make(task="multiclass", fmt="label", columns=None, label_as="name", threshol
     columns = columns or (("id", "label") if fmt in ("label", "labels") else ("id", *CLASSES))
     return Manifest(
         schema_version=SCHEMA_VERSION, task=task, classes=CLASSES, heads=(Head("output", 3),), models=(model,),
-        tta="none", merge="mean", decision=decision(thresholds, at_least_one, top_k),
+        tta="none", merge="mean", decode="exact", decision=decision(thresholds, at_least_one, top_k),
         output=Output(fmt, "id", tuple(columns), label_as, 4), sample_submission=None, metadata=None, requirements=(),
     )
 

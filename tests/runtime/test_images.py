@@ -171,3 +171,42 @@ def test_undecodable_file_is_a_named_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(InputError, match=r"^.*broken\.png: cannot decode the image: "):
         decode_rgb(path)
+
+
+def photo(height: int, width: int, seed: int = 0) -> Image.Image:
+    """Smooth colour fields with fine noise: what a JPEG decoder sees in a photo."""
+    rng = np.random.default_rng(seed)
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).resize((width, height), Image.BILINEAR)
+    pixels = np.asarray(coarse, dtype=np.int16) + rng.integers(-10, 11, (height, width, 3))
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("keep, factor", [(100, 4), (190, 2), (60, 8), (300, 1)])
+def test_fast_decode_shrinks_a_large_jpeg_by_the_largest_factor_that_keeps_the_side(tmp_path, keep, factor):
+    path = saved(tmp_path, photo(480, 800), "x.jpg", quality=92)
+    fast = decode_rgb(path, keep=keep)
+    assert fast.size == (-(-800 // factor), -(-480 // factor))  # libjpeg rounds a scaled side up
+    assert min(fast.size) >= keep
+    # the DCT-domain scaling is an average over factor x factor blocks: compare with the full decode's box average
+    exact = decode_rgb(path)
+    boxed = np.asarray(exact.reduce(factor), dtype=float) if factor > 1 else np.asarray(exact, dtype=float)
+    assert np.abs(np.asarray(fast, dtype=float) - boxed).mean() < 3.0
+
+
+def test_fast_decode_leaves_other_files_and_small_jpegs_exact(tmp_path):
+    for name in ("x.png", "x.webp"):
+        path = saved(tmp_path, photo(480, 800), name)
+        assert np.array_equal(np.asarray(decode_rgb(path, keep=50)), np.asarray(decode_rgb(path)))
+    path = saved(tmp_path, photo(200, 300), "small.jpg")  # shorter side under twice 120: no smaller scale keeps it
+    assert np.array_equal(np.asarray(decode_rgb(path, keep=120)), np.asarray(decode_rgb(path)))
+
+
+def test_fast_decode_applies_the_exif_orientation(tmp_path):
+    image = photo(400, 800)
+    exif = image.getexif()
+    exif[0x0112] = 6  # display rotated 90 degrees clockwise
+    path = saved(tmp_path, image, "x.jpg", exif=exif, quality=92)
+    fast, exact = decode_rgb(path, keep=100), decode_rgb(path)
+    assert exact.size == (400, 800) and fast.size == (100, 200)  # portrait, a quarter of each side
+    boxed = np.asarray(exact.reduce(4), dtype=float)
+    assert np.abs(np.asarray(fast, dtype=float) - boxed).mean() < 3.0

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 from albumentations.pytorch import ToTensorV2
+from PIL import Image
 
 from submission.__main__ import main
 from submission.errors import BundleError, DeviceError, InputError, OutputError
@@ -88,6 +89,34 @@ def test_albumentations_model_matches_naive_loop(tmp_path, test_dir):
     run(test_dir, bundle, tmp_path / "s.csv", Options(workers=0, quiet=True))
     paths = sorted(test_dir.iterdir(), key=lambda p: int(p.stem[3:]))
     np.testing.assert_allclose(read_probs(tmp_path / "s.csv")[1], naive.probabilities(bundle, paths), atol=2e-6)
+
+
+def test_fast_decode_is_the_naive_loop_on_jpegs_shrunk_by_libjpeg(tmp_path):
+    """decode 'fast': each large JPEG is decoded at reduced scale, keeping the largest resize target (80 here: 64
+    at crop_pct 0.8), and then goes through the same transform; other files are decoded as they are."""
+    rng = np.random.default_rng(3)
+    folder, shrunk = tmp_path / "test", tmp_path / "shrunk"
+    folder.mkdir(), shrunk.mkdir()
+    for i, (h, w) in enumerate([(500, 700), (700, 500), (170, 400), (90, 120)]):
+        coarse = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).resize((w, h), Image.BILINEAR)
+        pixels = (np.asarray(coarse, dtype=np.int16) + rng.integers(-10, 11, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i}.jpg", quality=90)
+        with Image.open(folder / f"img{i}.jpg") as image:
+            image.draft("RGB", (80, 80))  # libjpeg picks 1/2, 1/4 or 1/8 with both sides >= 80
+            image.convert("RGB").save(shrunk / f"img{i}.png")
+    Image.fromarray(pixels).save(folder / "img4.png")
+    Image.fromarray(pixels).save(shrunk / "img4.png")
+    bundle = tmp_path / "bundle"
+    models = (save_model(bundle, "fold0", "test_resnet", 3, preprocess(64, crop_pct=0.8), seed=1),
+              save_model(bundle, "fold1", "test_resnet", 3, preprocess(48, crop_mode="squash", crop_pct=1.0), seed=2))
+    write_bundle(bundle, manifest(models, decode="fast"))
+    run(folder, bundle, tmp_path / "fast.csv", Options(workers=0, quiet=True))
+    _, fast = read_probs(tmp_path / "fast.csv")
+    paths = sorted(shrunk.iterdir())
+    assert [Image.open(p).size for p in paths] == [(175, 125), (125, 175), (200, 85), (120, 90), (120, 90)]
+    np.testing.assert_allclose(fast, naive.probabilities(bundle, paths), atol=2e-6)
+    exact = naive.probabilities(bundle, sorted(folder.iterdir()))
+    assert np.abs(fast - exact)[:2].max() > 1e-4 and np.abs(fast - exact)[3:].max() < 2e-6
 
 
 def test_same_inputs_give_a_byte_identical_csv(tmp_path, folds, test_dir):

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from builder.cli import app
-from builder.image.layers import image_config, write_layer, write_load_archive
+from builder.image.engine import load_image
+from builder.image.layers import ImageSpec, write_layer
 from builder.validate.report import validate
 from builder.validate.run import parse_duration
 from submission.manifest import IMAGE_BUNDLE_DIR, FileRef, ModelSpec
@@ -38,20 +39,18 @@ BEHAVIOURS = {
 
 def fake_image(client, tag: str, script: str, tmp: Path) -> str:
     """A submission-shaped image (manifest and sample inside) whose entrypoint runs ``script``."""
-    model = ModelSpec("fold0", "test_resnet", 3, {}, FileRef("weights/fold0.safetensors", "0" * 64), 1.0, preprocess(32))
+    model = ModelSpec(name="fold0", source="timm", arch="test_resnet", code=None, kwargs={"num_classes": 3}, output=None,
+                      takes_metadata=False, weights=FileRef("weights/fold0.safetensors", "0" * 64), weight=1.0,
+                      preprocess=preprocess(32))
     m = manifest((model,), fmt="label")
     files = {
         "/app/entry.py": script.encode(),
         f"{IMAGE_BUNDLE_DIR}/manifest.json": m.to_json().encode(),
     }
-    parent = client.images.get(BASE).attrs
-    layer = write_layer(files, tmp / f"{tag}.tar")
-    config = image_config(parent, [layer], {"Entrypoint": ["python3", "/app/entry.py"], "Cmd": ["/data"],
-                                            "User": "10001:10001", "Env": ["PATH=/usr/bin:/bin"]})
-    archive = tmp / f"{tag}-image.tar"
-    write_load_archive(archive, config, parent["RootFS"]["Layers"], [layer], f"{tag}:latest")
-    with open(archive, "rb") as f:
-        client.images.load(f)
+    layer = write_layer("fake", files, tmp / f"{tag}.tar")
+    image = ImageSpec.of(client.images.get(BASE).attrs).plus([layer], {
+        "Entrypoint": ["python3", "/app/entry.py"], "Cmd": ["/data"], "User": "10001:10001", "Env": ["PATH=/usr/bin:/bin"]})
+    load_image(client, image, [layer], f"{tag}:latest")
     return f"{tag}:latest"
 
 
