@@ -125,7 +125,7 @@ def decode_rgb(path: Path, keep: int | None = None) -> Image.Image:
     several times faster than a full decode, and close to it after a resize down to ``keep`` or less."""
     try:
         with Image.open(path) as image:
-            if keep is not None and image.format == "JPEG":
+            if keep is not None and image.format in ("JPEG", "MPO"):  # MPO: a camera's JPEG with extra frames
                 image.draft("RGB", (keep, keep))
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)

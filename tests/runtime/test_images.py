@@ -210,3 +210,11 @@ def test_fast_decode_applies_the_exif_orientation(tmp_path):
     assert exact.size == (400, 800) and fast.size == (100, 200)  # portrait, a quarter of each side
     boxed = np.asarray(exact.reduce(4), dtype=float)
     assert np.abs(np.asarray(fast, dtype=float) - boxed).mean() < 3.0
+
+
+def test_fast_decode_shrinks_a_cameras_mpo_jpeg_too(tmp_path):
+    image = photo(400, 800)
+    path = tmp_path / "x.jpg"
+    image.save(path, format="MPO", save_all=True, append_images=[image], quality=92)
+    assert Image.open(path).format == "MPO"
+    assert decode_rgb(path, keep=100).size == (200, 100) and decode_rgb(path).size == (800, 400)
