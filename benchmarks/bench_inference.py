@@ -127,13 +127,18 @@ def naive(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, 
     return time.perf_counter() - start, total
 
 
+def decoded_batches(manifest: Manifest, groups: list, paths: list[Path], batch_size: int):
+    """The runtime's batches of ``paths``, decoded in this process (no loader workers) as the manifest says."""
+    dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups], decode_mode=manifest.decode)
+    for start in range(0, len(paths), batch_size):
+        yield engine.collate([dataset[i] for i in range(start, min(start + batch_size, len(paths)))])
+
+
 def compute_only(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, repeat: int,
                  device: torch.device, channels_last: bool = True) -> float:
     """Best time of the runtime's forward passes over images decoded and resized beforehand."""
     groups = engine.load_groups(manifest, bundle, device, channels_last)
-    dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups])
-    items = [dataset[i] for i in range(len(paths))]
-    batches = [engine.collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+    batches = list(decoded_batches(manifest, groups, paths, batch_size))
     times = []
     for _ in range(repeat):
         if device.type == "cuda":
@@ -217,10 +222,8 @@ def engine_probabilities(manifest: Manifest, bundle: Path, paths: list[Path], ba
                          device: torch.device) -> np.ndarray:
     """The ensemble's [N, C] probabilities, decoded in this process as the manifest's decode mode says."""
     groups = engine.load_groups(manifest, bundle, device)
-    dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups], decode_mode=manifest.decode)
-    batches = (engine.collate([dataset[i] for i in range(s, min(s + batch_size, len(paths)))])
-               for s in range(0, len(paths), batch_size))
-    values, _ = engine.predict(manifest, groups, batches, len(paths), device=device)
+    values, _ = engine.predict(manifest, groups, decoded_batches(manifest, groups, paths, batch_size), len(paths),
+                               device=device)
     return values
 
 

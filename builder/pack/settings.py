@@ -69,7 +69,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mean", str, "Normalisation mean, three numbers: 0.485,0.456,0.406.", per_fold=True),
     Setting("std", str, "Normalisation std, three numbers.", per_fold=True),
     Setting("decode", str, "JPEG decoding: exact, or fast (a JPEG over twice the largest model input is decoded by "
-            "libjpeg at 1/2, 1/4 or 1/8 scale before the same resize: much faster on large photos, close to exact but "
+            "libjpeg at 1/2, 1/4 or 1/8 scale before the same resize: faster on large photos, close to exact but "
             "not bit-identical; check with the benchmark).", "exact"),
     Setting("albumentations", Path, "JSON file of A.to_dict(eval_transform), used instead of timm's resize and "
             "normalisation.", per_fold=True),

@@ -122,7 +122,7 @@ def decode_rgb(path: Path, keep: int | None = None) -> Image.Image:
 
     With ``keep``, a JPEG at least twice as large as ``keep`` on both sides is decoded by libjpeg at the
     smallest of 1/2, 1/4, 1/8 scale that leaves both sides at least ``keep`` pixels (Pillow's draft mode):
-    several times faster than a full decode, and close to it after a resize down to ``keep`` or less."""
+    faster than a full decode, and close to it after a resize down to ``keep`` or less."""
     try:
         with Image.open(path) as image:
             if keep is not None and image.format in ("JPEG", "MPO"):  # MPO: a camera's JPEG with extra frames
