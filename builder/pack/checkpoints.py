@@ -37,6 +37,7 @@ HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # timm's save_for_hf / 
 SKIPPED_FOLDERS = {"wandb", "__pycache__", "lightning_logs_tmp"}
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "weights")
 EMA_KEYS = ("state_dict_ema", "model_ema", "ema_state_dict")
+MAX_CONFIG_BYTES = 16 * 2**20  # a training config (args.yaml, config.json) larger than this is refused
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 # names a training script gives the checkpoints of ONE run (not folds): best, last, epoch N, step N
 _RUN_CHECKPOINT = re.compile(r"(model_best|best|last|final|checkpoint|ckpt|epoch|step)([-_=.].*)?", re.IGNORECASE)
@@ -60,7 +61,14 @@ class Checkpoint:
 
 
 def _is_checkpoint(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.name.lower().endswith(CHECKPOINT_SUFFIXES)
+    """A checkpoint file by its name; one so named that is not a regular file (a FIFO, a device, a broken link) is
+    refused by name, unopened."""
+    if path.name.startswith(".") or not path.name.lower().endswith(CHECKPOINT_SUFFIXES) or path.is_dir():
+        return False
+    if not path.is_file():
+        what = "a broken link" if path.is_symlink() and not path.exists() else "not a regular file (a FIFO or a device)"
+        raise CheckpointError(f"{path} is named like a checkpoint but is {what}; nothing was read from it: remove it")
+    return True
 
 
 def _stem(path: Path) -> str:
@@ -79,7 +87,8 @@ def _is_run_checkpoint(path: Path) -> bool:
 def _hf_config(folder: Path) -> Path | None:
     """``folder/config.json`` when it is timm's Hugging Face config (it names the architecture)."""
     path = folder / "config.json"
-    if not path.is_file() or not any((folder / w).is_file() for w in HF_WEIGHTS):
+    if not path.is_file() or not any((folder / w).is_file() for w in HF_WEIGHTS) or \
+            path.stat().st_size > MAX_CONFIG_BYTES:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -125,7 +134,7 @@ def _fold_in_folder(folder: Path, name: str, pick: str | None, models: Path) -> 
             why += f"; {weights[0].name} preferred to {weights[1].name}"
         return FoldFile(name, weights[0], None, config, why)
     candidates = sorted(
-        (p for p in folder.rglob("*") if _is_checkpoint(p) and not _hidden_or_skipped(p.relative_to(folder))),
+        (p for p in folder.rglob("*") if not _hidden_or_skipped(p.relative_to(folder)) and _is_checkpoint(p)),
         key=lambda p: natural_key(str(p.relative_to(folder))),
     )
     if not candidates:
@@ -177,25 +186,26 @@ def _hidden_or_skipped(relative: Path) -> bool:
 
 
 def _load_object(path: Path, allow_unsafe: bool) -> Any:
-    if path.name.lower().endswith(".safetensors"):
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:
-            raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
-    if allow_unsafe:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise CheckpointError(f"cannot read {path} even with --allow-unsafe-pickle: {type(e).__name__}: {e}") from None
     try:
-        obj = safe_pickle.load(path)
+        with safe_pickle.bounded(safe_pickle.MAX_SECONDS):
+            kind = safe_pickle.inspect(path)
+            if path.name.lower().endswith(".safetensors"):
+                return _load_safetensors(path)
+            if allow_unsafe:
+                return _load_unsafe(path, kind)
+            obj = safe_pickle.load(path)
     except safe_pickle.Refused as e:
         raise CheckpointError(
             f"{path} refused: reading it would call {e.name}, which is not the constructor of plain data, so it "
             "could run code from the file; nothing of it was run. Re-save the checkpoint with "
             "torch.save({'state_dict': model.state_dict(), ...}), or, if you trust the file, pass --allow-unsafe-pickle"
         ) from None
+    except safe_pickle.Rejected as e:
+        unsafe = " Re-save it with torch.save(model.state_dict(), ...), or, if you trust the file, pass " \
+                 "--allow-unsafe-pickle (it is converted to a state_dict at pack time)" if "TorchScript" in str(e) else ""
+        raise CheckpointError(f"{path} refused: {e}.{unsafe}") from None
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(f"cannot read {path}: {type(e).__name__}: {e}") from None
     modules = safe_pickle.modules_in(obj)
@@ -207,6 +217,25 @@ def _load_object(path: Path, allow_unsafe: bool) -> Any:
             "at pack time, so the image never unpickles code)"
         )
     return obj
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from None
+
+
+def _load_unsafe(path: Path, kind: str) -> Any:
+    """--allow-unsafe-pickle: full unpickling, or a TorchScript program loaded, both of which run code from the
+    file; only the weights go on (a state_dict at pack time)."""
+    try:
+        if kind == "torchscript":
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"cannot read {path} even with --allow-unsafe-pickle: {type(e).__name__}: {e}") from None
 
 
 def _is_state_dict(value: Any) -> bool:
@@ -237,10 +266,13 @@ def _extract(obj: Any, path: Path, use_ema: bool) -> tuple[dict[str, torch.Tenso
 
 
 def _read_config(path: Path) -> Any:
+    """A training run's YAML or JSON config as plain data: size-bounded, cycles (YAML aliases) made markers."""
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise safe_pickle.Rejected(f"it holds {path.stat().st_size} bytes, over {MAX_CONFIG_BYTES} for a config")
         text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError, OSError, UnicodeDecodeError) as e:
+        return safe_pickle.plain(json.loads(text) if path.suffix == ".json" else yaml.safe_load(text))
+    except (yaml.YAMLError, json.JSONDecodeError, OSError, UnicodeDecodeError, safe_pickle.Rejected) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
@@ -254,7 +286,10 @@ def _carried(obj: Any, fold: FoldFile) -> Found:
             layers.append(settings_in_hf_config(config, f"{fold.config_file.parent.name}/{fold.config_file.name}"))
     if isinstance(obj, Mapping):
         for key in ("args", "hyper_parameters", "hparams", "config", "cfg"):
-            recorded = safe_pickle.plain(obj.get(key))
+            try:
+                recorded = safe_pickle.plain(obj.get(key))
+            except safe_pickle.Rejected as e:
+                raise CheckpointError(f"{fold.path} refused: its {key!r} cannot be read as settings: {e}") from None
             if isinstance(recorded, Mapping):
                 layers.append(settings_in(recorded, f"{fold.path.name} {key}"))
     if fold.args_file is not None:

@@ -13,7 +13,7 @@ from timm.data import resolve_data_config
 from builder.errors import CheckpointError, CodeError, ConfigError
 from builder.pack import code as code_io
 from builder.pack.checkpoints import Checkpoint, fit_state_dict
-from builder.pack.settings import Layer, Sourced, as_floats, carried_layer, lookup, read_mapping
+from builder.pack.settings import Layer, Sourced, as_floats, carried_layer, lookup, read_mapping, refuse_file_keys
 from submission import models
 from submission.errors import BundleError
 from submission.manifest import Code, FileRef, Head, ModelSpec, Preprocess
@@ -127,6 +127,7 @@ def prepare_fold(checkpoint: Checkpoint, layers: tuple[Layer, ...], bundle: Path
 
     kwargs_s = lookup("model_kwargs", *layers)
     kwargs = read_mapping(kwargs_s.value, "model_kwargs", kwargs_s.source) if kwargs_s else {}
+    refuse_file_keys(kwargs, "model_kwargs", kwargs_s.source if kwargs_s else "")
     if kwargs_s:
         sources["model_kwargs"] = Sourced(kwargs, kwargs_s.source)
     output = _model_output(layers)

@@ -24,7 +24,8 @@ _KEYS = {
     "mean": "mean", "std": "std", "model_kwargs": "model_kwargs",
 }
 _MODEL_PARENTS = {"model", "backbone", "encoder", "net", "network", "arch"}  # model.name -> arch
-_FACTORY_ARGS = {"num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir"}
+# arguments of timm.create_model that pack sets itself; one that names a file stays, for model_kwargs to refuse
+_FACTORY_ARGS = {"num_classes", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay"}
 _LOSS_KEYS = {"loss", "criterion", "loss_fn", "loss_name", "loss_type", "objective"}
 _MULTILABEL_LOSS = re.compile(r"bce|binary|sigmoid|multilabel|multi_label|asl|asymmetric", re.IGNORECASE)
 _MULTICLASS_LOSS = re.compile(r"cross.?entropy|\bce\b|softmax|nll|label.?smooth|focal", re.IGNORECASE)
@@ -102,7 +103,8 @@ def settings_in_hf_config(config: Mapping[str, Any], source: str) -> Found:
     if isinstance(num, int):
         found["num_classes"] = (num, f"{source} [num_classes]")
     model_args = config.get("model_args") if isinstance(config.get("model_args"), Mapping) else {}
-    kwargs = {k: v for k, v in model_args.items() if k not in _FACTORY_ARGS}  # the rest are for timm.create_model
+    kwargs = {k: v for k, v in model_args.items()  # the rest are for timm.create_model
+              if k not in _FACTORY_ARGS or (isinstance(v, Mapping) and "file" in v)}
     if kwargs:
         found["model_kwargs"] = (kwargs, f"{source} [model_args]")
     where = "pretrained_cfg." if pretrained is not config else ""

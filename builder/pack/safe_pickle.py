@@ -11,7 +11,16 @@ containers (torch's own ``weights_only`` allowlist plus those).
 A pickle that asks for a call to anything that is not the constructor of a plain-data class (``os.system``,
 ``subprocess.Popen``, ``builtins.eval``, a function of an installed package) is refused before the call, with
 its name. Classes of modules this machine does not have (the training project's own ``Config``) stay inert: no
-code for them exists here to run.
+code for them exists here to run. A name is only ever looked up among the modules already imported, statically
+(no module ``__getattr__`` runs): resolving a global never imports a module, since a module's top level is code
+(``numpy.f2py.__main__`` runs f2py when imported).
+
+Before anything is unpickled the file itself is looked at (``inspect``): it must be a regular file within
+``MAX_BYTES``; a zip (torch's format) whose records hold a TorchScript program (``constants.pkl``, ``code/``) is
+refused, since loading one runs its code; a tar (torch's legacy format) may hold only regular files, so a FIFO
+that would block the reader for good, a device or a link that points elsewhere is refused by name, unopened.
+Every read is bounded in time (``MAX_SECONDS``), and ``plain`` turns a cycle into a marker and refuses data
+nested deeper than ``MAX_DEPTH`` or larger than ``MAX_NODES`` (an alias bomb).
 """
 
 from __future__ import annotations
@@ -25,15 +34,25 @@ import enum
 import fractions
 import importlib
 import importlib.util
+import inspect as pyinspect
+import os
 import pickle
+import signal
+import stat
 import sys
+import tarfile
+import threading
+import time
 import types
 import uuid
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 import numpy as np
+import numpy.dtypes  # noqa: F401  (numpy 2's dtype classes are looked up here, never imported on a file's say)
 import torch
 from torch._weights_only_unpickler import _get_allowed_globals
 
@@ -49,6 +68,11 @@ PLAIN_CLASSES = (enum.Enum, tuple, PurePath, types.SimpleNamespace, argparse.Nam
 _NUMPY = ("numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar", "numpy._core.multiarray._reconstruct",
           "numpy.core.multiarray._reconstruct", "numpy.dtype", "numpy.ndarray")
 _BUILTINS = ("frozenset", "slice", "range", "dict", "list", "tuple", "int", "float", "str", "bytes", "bool")
+MAX_BYTES = 32 * 2**30  # a checkpoint file, or the members of its archive together, larger than this is refused
+MAX_SECONDS = 900.0  # a read of one checkpoint that takes longer is stopped
+MAX_DEPTH = 100  # metadata nested deeper than this is refused
+MAX_NODES = 1_000_000  # metadata of more items than this (YAML aliases can multiply them) is refused
+CYCLE = "<cycle>"  # what ``plain`` makes of a value that contains itself
 
 
 class Refused(pickle.UnpicklingError):
@@ -57,6 +81,11 @@ class Refused(pickle.UnpicklingError):
     def __init__(self, name: str):
         super().__init__(name)
         self.name = name
+
+
+class Rejected(Exception):
+    """The file cannot be read safely, whatever it holds: the message says why (a TorchScript program, an archive
+    member that is not a regular file, a size or time bound)."""
 
 
 class _InertType(type):
@@ -106,18 +135,19 @@ class Inert(metaclass=_InertType):
 
 def _look_up(module: str, name: str) -> tuple[str, Any]:
     """("found", object), ("absent", None) when this machine has no such thing, or ("unknown", None) when only
-    importing foreign code could tell."""
-    top = module.split(".")[0]
-    if module not in sys.modules and top not in TRUSTED_PACKAGES:
-        return ("absent", None) if importlib.util.find_spec(top) is None else ("unknown", None)
-    try:
-        obj: Any = importlib.import_module(module)
-    except ImportError:
-        return "absent", None
+    importing code could tell (the module exists here but is not imported: it is never imported on a file's say)."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        top = module.split(".")[0]
+        # find_spec of a top-level name only looks at sys.path's folders: nothing is imported or run
+        known = top in sys.modules or importlib.util.find_spec(top) is not None
+        return ("unknown", None) if known else ("absent", None)
+    obj: Any = loaded
     for part in name.split("."):
-        if not hasattr(obj, part):
+        try:
+            obj = pyinspect.getattr_static(obj, part)  # no module __getattr__, no descriptor runs
+        except AttributeError:
             return "absent", None  # e.g. a class of the training script's __main__
-        obj = getattr(obj, part)
     return "found", obj
 
 
@@ -172,7 +202,10 @@ class Unpickler(pickle.Unpickler):
         if qualified in _ALLOWED:
             return _ALLOWED[qualified]
         if module in ("numpy.dtypes", "numpy") and name.endswith("DType"):  # numpy 2's dtype classes
-            return getattr(importlib.import_module(module), name)
+            found = vars(sys.modules[module]).get(name)
+            if isinstance(found, type) and issubclass(found, np.dtype):
+                return found
+        _check_deadline()
         return _placeholder(module, name)
 
 
@@ -189,21 +222,133 @@ class _Module(types.ModuleType):
 PICKLE_MODULE = _Module("safe_pickle")
 
 
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        return f"a link to {member.linkname!r}"
+    return {tarfile.FIFOTYPE: "a FIFO", tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
+            tarfile.DIRTYPE: "a folder"}.get(member.type, f"of tar type {member.type!r}")
+
+
+def inspect(path: Path) -> str:
+    """What the file is: "torchscript" (a zip whose loading runs the program it carries), "zip", "tar" or "pickle";
+    refused (``Rejected``) when it cannot be read without blocking or without bound: not a regular file, over
+    ``MAX_BYTES``, or an archive with a member that is not a regular file."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise Rejected("it is not a regular file")
+    if info.st_size > MAX_BYTES:
+        raise Rejected(f"it holds {info.st_size / 2**30:.1f} GiB, over the {MAX_BYTES / 2**30:.0f} GiB a checkpoint may")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+        links = [r.filename for r in records if stat.S_ISLNK(r.external_attr >> 16)]
+        if links:
+            raise Rejected(f"its record {links[0]!r} is a link")
+        _check_total(sum(r.file_size for r in records))
+        names = [r.filename for r in records]
+        return "torchscript" if any(n.rsplit("/", 1)[-1] == "constants.pkl" or "/code/" in f"/{n}" for n in names) else "zip"
+    if tarfile.is_tarfile(path):
+        with tarfile.open(path, "r:") as archive:
+            members = archive.getmembers()
+        odd = [m for m in members if not m.isreg()]
+        if odd:
+            raise Rejected(f"its member {odd[0].name!r} is {_kind(odd[0])}, not a regular file; nothing of it was opened")
+        _check_total(sum(m.size for m in members))
+        return "tar"
+    return "pickle"
+
+
+def _check_total(size: int) -> None:
+    if size > MAX_BYTES:
+        raise Rejected(f"its members hold {size / 2**30:.1f} GiB unpacked, over the {MAX_BYTES / 2**30:.0f} GiB a "
+                       "checkpoint may")
+
+
+_deadline = threading.local()
+
+
+def _check_deadline() -> None:
+    limit = getattr(_deadline, "at", None)
+    if limit is not None and time.monotonic() > limit:
+        raise Rejected(f"reading it took longer than {MAX_SECONDS:g} s")
+
+
+@contextmanager
+def bounded(seconds: float) -> Iterator[None]:
+    """Stop a read after ``seconds``: by an alarm in the main thread (it interrupts a blocking read too), and by the
+    unpickler's own checks of the clock in any thread. Within a bounded read, another bound adds nothing."""
+    if getattr(_deadline, "at", None) is not None:
+        yield
+        return
+    _deadline.at = time.monotonic() + seconds
+    alarm = threading.current_thread() is threading.main_thread()
+    if alarm:
+        def expired(signum: int, frame: object) -> None:
+            raise Rejected(f"reading it took longer than {seconds:g} s")
+
+        previous = signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        _deadline.at = None
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
 def load(path: Path) -> Any:
-    """The object a ``torch.save`` file holds, read without running code from it (raises ``Refused``)."""
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=PICKLE_MODULE)
+    """The object a ``torch.save`` file holds, read without running code from it (raises ``Refused`` or
+    ``Rejected``)."""
+    with bounded(MAX_SECONDS):
+        if inspect(path) == "torchscript":
+            raise Rejected("it is a TorchScript archive (torch.jit.save), and loading one runs the program it carries")
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=PICKLE_MODULE)
 
 
-def plain(value: Any) -> Any:
-    """Placeholders, namespaces and numpy scalars -> dicts, lists, strings and numbers (tensors stay as they are)."""
+class _Budget:
+    """What ``plain`` may still visit: the items left, and the ids of the containers on the current path."""
+
+    def __init__(self) -> None:
+        self.left = MAX_NODES
+        self.path: set[int] = set()
+
+
+def plain(value: Any, _budget: _Budget | None = None, _depth: int = 0) -> Any:
+    """Placeholders, namespaces and numpy scalars -> dicts, lists, strings and numbers (tensors stay as they are).
+
+    A value that contains itself becomes ``CYCLE`` where it recurs; deeper than ``MAX_DEPTH`` or more than
+    ``MAX_NODES`` items raises ``Rejected``."""
+    budget = _budget or _Budget()
+    budget.left -= 1
+    if budget.left < 0:
+        raise Rejected(f"its metadata holds more than {MAX_NODES} items")
+    if _depth > MAX_DEPTH:
+        raise Rejected(f"its metadata is nested more than {MAX_DEPTH} levels deep")
+    container = isinstance(value, (Inert, argparse.Namespace, types.SimpleNamespace, Mapping, list, tuple))
+    if container and id(value) in budget.path:
+        return CYCLE
+    if container:
+        budget.path.add(id(value))
+    try:
+        return _plain_one(value, budget, _depth + 1)
+    finally:
+        if container:
+            budget.path.discard(id(value))
+
+
+def _plain_one(value: Any, budget: _Budget, depth: int) -> Any:
+    def inner(v: Any) -> Any:
+        return plain(v, budget, depth)
+
     if isinstance(value, Inert):
-        return _plain_inert(value)
+        return _plain_inert(value, inner)
     if isinstance(value, (argparse.Namespace, types.SimpleNamespace)):
-        return {k: plain(v) for k, v in vars(value).items()}
+        return {k: inner(v) for k, v in vars(value).items()}
     if isinstance(value, Mapping):
-        return {plain(k) if not isinstance(k, str) else k: plain(v) for k, v in value.items()}
+        return {inner(k) if not isinstance(k, str) else k: inner(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
+        return [inner(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray) and value.size <= 64:
@@ -213,7 +358,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _plain_inert(obj: Inert) -> Any:
+def _plain_inert(obj: Inert, inner: Any) -> Any:
     real, args, state = obj.real, obj._args, obj._state
     if (real is not None and issubclass(real, PurePath)) or obj.qualified.startswith("pathlib."):
         return str(PurePosixPath(*[a for a in args if isinstance(a, str)])) if args else ""
@@ -221,21 +366,21 @@ def _plain_inert(obj: Inert) -> Any:
         state = {**(state[0] or {}), **(state[1] or {})}  # (__dict__, __slots__ values)
     if isinstance(state, dict):
         if "_content" in state:  # omegaconf DictConfig / ListConfig
-            return plain(state["_content"])
+            return inner(state["_content"])
         if "_val" in state:  # omegaconf value node
-            return plain(state["_val"])
+            return inner(state["_val"])
         data = {k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith("__"))}
         data.update(obj._items)
-        return plain(data)
+        return inner(data)
     if obj._items:
-        return plain(obj._items)
+        return inner(obj._items)
     if obj._list:
-        return plain(obj._list)
+        return inner(obj._list)
     if state is None and len(args) == 1:  # an Enum member, or a class rebuilt from one value
-        return plain(args[0])
+        return inner(args[0])
     if state is not None:
-        return plain(state)
-    return plain(list(args)) if args else None
+        return inner(state)
+    return inner(list(args)) if args else None
 
 
 def modules_in(value: Any, depth: int = 0) -> list[str]:

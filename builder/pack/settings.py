@@ -277,6 +277,31 @@ def _is_number(text: str) -> bool:
     return True
 
 
+# keys of a model's constructor arguments that name a file for it to read (timm's checkpoint_path, pretrained_cfg's
+# file): a packed model reads nothing but the weights in its bundle
+FILE_KEYS = frozenset({"checkpoint_path", "pretrained_path", "pretrained_file", "initial_checkpoint", "weights_path",
+                       "cache_dir", "file"})
+
+
+def refuse_file_keys(kwargs: Mapping[str, Any], name: str, source: str) -> None:
+    """A ConfigError naming the first key of ``kwargs`` (at any depth) that names a file for the model to read."""
+    todo: list[tuple[str, Any]] = [(name, kwargs)]
+    seen = 0
+    while todo and seen < 10_000:
+        where, value = todo.pop(0)
+        seen += 1
+        if not isinstance(value, Mapping):
+            continue
+        for key, inner in value.items():
+            if str(key) in FILE_KEYS and inner not in (None, "", {}):
+                raise ConfigError(
+                    f"{source}: {where}.{key} names a file ({inner!r}) for the model's constructor to read; a packed "
+                    "model never reads a file its settings name, only the fold's own weights: remove the key from the "
+                    "training config, or give the constructor's arguments with --model-kwargs"
+                )
+            todo.append((f"{where}.{key}", inner))
+
+
 def read_mapping(value: Any, name: str, source: str) -> dict[str, Any]:
     """A mapping given inline, as JSON text, or as a JSON/YAML file."""
     if isinstance(value, Mapping):
