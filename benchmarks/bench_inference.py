@@ -185,7 +185,8 @@ def speed_regime(name: str, root: Path, images: int, folds: int, batch_size: int
         "fast_decode": agreement(fast_probs, runtime_probs),
     }
     figures["runtime_over_compute_only"] = figures["runtime_images_per_s"] / figures["compute_only_images_per_s"]
-    figures["fast_decode_over_compute_only"] = figures["runtime_fast_decode_images_per_s"] / figures["compute_only_images_per_s"]
+    figures["fast_decode_over_compute_only"] = (figures["runtime_fast_decode_images_per_s"]
+                                                / figures["compute_only_images_per_s"])
     figures["fast_decode_speedup"] = runtime_s / fast_s
     figures["runtime_over_naive"] = figures["runtime_images_per_s"] / figures["naive_images_per_s"]
     return figures
@@ -203,7 +204,8 @@ def digits_regime(root: Path, batch_size: int, device: str, source_size: int = 2
     folder.mkdir()
     for path in list_images(comp / "test"):
         with Image.open(path) as image:
-            image.convert("RGB").resize((source_size, source_size), Image.BICUBIC).save(folder / f"{path.stem}.jpg", quality=90)
+            resized = image.convert("RGB").resize((source_size, source_size), Image.BICUBIC)
+            resized.save(folder / f"{path.stem}.jpg", quality=90)
     paths = list_images(folder)
     truth = pd.read_csv(comp / "test_labels.csv", dtype={"id": str}).set_index("id")["label"]
     labels = truth.loc[[p.stem for p in paths]].to_numpy()
@@ -295,7 +297,8 @@ def devices_regime(root: Path, images: int, folds: int, batch_size: int, workers
     folder = root / "test"
     make_folder(folder, images, 256)
     bundle = make_bundle_for(root, "test_efficientnet", 128, folds, "hflip")
-    specs = ["cpu", "cpu,cpu"] + (["0", "all"] if torch.cuda.device_count() > 1 else ["0"] if torch.cuda.is_available() else [])
+    gpus = ["0", "all"] if torch.cuda.device_count() > 1 else ["0"] if torch.cuda.is_available() else []
+    specs = ["cpu", "cpu,cpu"] + gpus
     figures: dict = {"regime": "devices", "arch": "test_efficientnet", "img_size": 128, "folds": folds, "tta": "hflip",
                      "images": images, "batch_size": batch_size, "workers": workers, "runs": {}}
     for spec in specs:
@@ -354,7 +357,8 @@ def main() -> None:
                 print(f"{name}: {figures['folds']} x {figures['arch']} at {figures['img_size']}, TTA {figures['tta']}, "
                       f"{images} JPEGs of {figures['source_size']} px, batch {args.batch_size}, {workers} workers, "
                       f"{figures['threads']} threads\n"
-                      f"  naive {figures['naive_images_per_s']:.2f} img/s, runtime {figures['runtime_images_per_s']:.2f} img/s, "
+                      f"  naive {figures['naive_images_per_s']:.2f} img/s, "
+                      f"runtime {figures['runtime_images_per_s']:.2f} img/s, "
                       f"compute-only {figures['compute_only_images_per_s']:.2f} img/s\n"
                       f"  runtime/compute-only {figures['runtime_over_compute_only']:.3f}, "
                       f"channels_last gain {figures['channels_last_gain']:.2f}, "

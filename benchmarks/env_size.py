@@ -57,7 +57,8 @@ def build_plain(client, base_name: str, python: str) -> tuple[int, float]:
     size = image.attrs["Size"]
     client.images.remove(PLAIN_TAG, force=True)
     # what the build left: untagged images of its steps (they have a parent; an image loaded meanwhile has none)
-    leftovers = {i.id: i.attrs["Parent"] for i in map(client.images.get, {i.id for i in client.images.list(all=True)} - before)
+    made = {i.id for i in client.images.list(all=True)} - before
+    leftovers = {i.id: i.attrs["Parent"] for i in map(client.images.get, made)
                  if not i.tags and i.attrs.get("Parent")}
     for leftover in sorted(leftovers, key=lambda i: i in leftovers.values()):  # children first; a parent left
         with contextlib.suppress(ImageNotFound):  # with no child goes with its last child

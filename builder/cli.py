@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from builder import __version__
-from builder.errors import CHECK_FAILED, KNOWN, exit_code
+from builder.errors import CHECK_FAILED, KNOWN, UNDECIDED, exit_code
+from builder.metrics import NAMES as METRICS
 from builder.pack.settings import SETTINGS
 
 app = typer.Typer(
@@ -99,6 +100,9 @@ def _report(bundle: Any) -> None:
              f"weights: {f.entry} of {f.checkpoint}")
         if f.why:
             _say(f"  chose {f.checkpoint.name}: {f.why}")
+        _say(f"  called as {f.call}")
+        if f.unchecked:
+            _say(f"  {f.unchecked}")
         if f.asked:
             _say(f"  its constructor asked for {'; '.join(f.asked)}: none fetched; every parameter comes from the "
                  "checkpoint (strict load)")
@@ -114,7 +118,7 @@ def _setting_parameters() -> list[inspect.Parameter]:
     for s in SETTINGS:
         if not s.cli:
             continue
-        default = f" (default: {s.default})" if s.default is not None and s.type is not bool else ""
+        default = f" Default: {s.default}." if s.default is not None and s.type is not bool else ""
         option = typer.Option(None, *(s.flag or s.option).split(" "), help=s.help + default)
         annotation = Optional[list[str]] if s.type is list else Optional[s.type]
         parameters.append(inspect.Parameter(s.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
@@ -133,7 +137,7 @@ def pack(
     **settings: Any,
 ) -> None:
     """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
-    from builder.pack.bundle import PackRequest
+    from builder.pack.resolve import PackRequest
     from builder.pipeline import default_base
     from builder.pipeline import pack as pack_folds
 
@@ -143,7 +147,8 @@ def pack(
             request, tag=tag, base_image=base_image or default_base(), full_env=full_env,
             bundle_dir=bundle_only or bundle, bundle_only=bundle_only is not None, phase=console.status,
             log=_say if verbose else (lambda line: None), say=_say,
-            on_fold=lambda fold: _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite, runs a batch"),
+            on_fold=lambda fold: _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite"
+                                      + (", runs a batch" if not fold.unchecked else "")),
         )
     _report(result.bundle)
     if result.image is not None:
@@ -154,7 +159,10 @@ def pack(
             parts = ", ".join(f"{why} {_size(n)}" for why, n in sorted(env.left_out.items(), key=lambda kv: -kv[1]))
             _say(f"left out what inference never loads ({_size(sum(env.left_out.values()))}; --full-env keeps it): {parts}")
         _say(f"pins: {image.labels['submission.pins']}")
-        _say(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
+        if smoke.skipped:
+            _say(f"smoke run: not run: {smoke.skipped}")
+        else:
+            _say(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
         typer.echo(f"built {image.tag}: {image.spec.id} ({_size(image.size)})")
 
 
@@ -168,7 +176,7 @@ def verify(
     **settings: Any,
 ) -> None:
     """Rebuild the image that these inputs make and say whether IMAGE is exactly it (exit 1 where not)."""
-    from builder.pack.bundle import PackRequest
+    from builder.pack.resolve import PackRequest
     from builder.pipeline import verify as verify_image
 
     request = PackRequest(models=models, options=settings, config=config)
@@ -213,8 +221,8 @@ def _print_report(report: Any) -> None:
     for column in ("check", "result", "detail"):
         table.add_column(column, overflow="fold")
     for c in report.checks:
-        result = "pass" if c.passed else ("warn" if c.level == "warning" else "FAIL")
-        style = "green" if c.passed else ("yellow" if c.level == "warning" else "bold red")
+        result = "pass" if c.passed else {"warning": "warn", "undecided": "UNDECIDED"}.get(c.level, "FAIL")
+        style = "green" if c.passed else {"warning": "yellow", "undecided": "bold yellow"}.get(c.level, "bold red")
         table.add_row(Text(c.name), Text(result, style=style), Text(c.detail))
     console.print(table)
     if report.run is not None:
@@ -243,49 +251,57 @@ def _print_report(report: Any) -> None:
 
 @app.command()
 def validate(
-    image: Optional[str] = typer.Argument(None, help="Submission image to run (omit with --csv)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Test folder, mounted read-only at /data."),
+    image: Optional[str] = typer.Argument(None, help="The submission image to run (omit it with --csv)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The test folder, mounted read-only at /data."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Check this CSV alone, without running an image."),
     sample_submission: Optional[Path] = typer.Option(None, "--sample-submission", help="The platform's sample (default: the one bundled in the image)."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="True labels (id + class columns, or id + label column): score the CSV."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Headline metric: accuracy, f1_macro, f1_micro, f1_weighted, f1_samples, f2_samples, log_loss, roc_auc_macro, ..."),
-    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Wall-clock limit (9h, 20m, 90s): the run is stopped there and fails."),
-    memory: Optional[str] = typer.Option(None, "--memory", help="Memory limit of the container, e.g. 16g."),
-    cpus: Optional[float] = typer.Option(None, "--cpus", help="CPU limit of the container."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="True labels (id + class columns, or id + label column): the CSV is scored."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="The headline metric: " + ", ".join(METRICS) + "."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="The wall-clock limit (9h, 20m, 90s): the run is stopped there and fails."),
+    memory: Optional[str] = typer.Option(None, "--memory", help="The container's memory limit, e.g. 16g."),
+    cpus: Optional[float] = typer.Option(None, "--cpus", help="The container's CPU limit."),
     gpus: bool = typer.Option(False, "--gpus", help="Give the container every GPU (NVIDIA container toolkit)."),
     expected_rows: Optional[int] = typer.Option(None, "--expected-rows", help="Rows of the hidden test set (default: the sample's)."),
-    task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass, multilabel or regression (default: inferred from the sample and the CSV, and said)."),
-    classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: class names a,b,c (or a file with one per line)."),
+    task: Optional[str] = typer.Option(None, "--task", help="With --csv: multiclass, multilabel or regression (default: every task the sample allows; a check they disagree on is undecided)."),
+    output_format: Optional[str] = typer.Option(None, "--format", help="With --csv: the output format the sample is read as (default: every format it allows)."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="With --csv and a label column: the class names a,b,c (or a file with one per line)."),
     top_k: int = typer.Option(1, "--top-k", help="With --csv: class names per row a top-k column may hold."),
-    positive_class: Optional[str] = typer.Option(None, "--positive-class", help="With --csv: the class whose probability a single value column holds (for scoring its labels)."),
-    ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found; the CSV is checked against --sample-submission."),
+    positive_class: Optional[str] = typer.Option(None, "--positive-class", help="With --csv: the class whose probability a single value column holds."),
+    ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found, and the CSV is checked against --sample-submission."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
     verbose: bool = typer.Option(True, "--log/--no-log", help="Stream the container's log."),
 ) -> None:
-    """Run an image the way a leaderboard does and check its CSV (or check a CSV alone); exit 0 only if all pass."""
+    """Run an image the way a leaderboard does and check its CSV (or check a CSV alone): exit 0 only if every check
+    passes, 1 if one fails, 15 if one could not be decided from what it was told."""
     from builder.pack.settings import read_classes
+    from builder.validate.expect import Told
+    from builder.validate.report import ValidateRequest, write_report
     from builder.validate.report import validate as run_validation
-    from builder.validate.report import write_report
     from builder.validate.run import parse_duration
 
     with _errors():
-        result = run_validation(
-            image=image, csv=csv, data=data, sample_path=sample_submission, labels=labels, metric=metric,
+        told = Told(task=task, classes=read_classes(classes, "--classes") if classes else None, top_k=top_k,
+                    positive_class=positive_class, format=output_format)
+        request = ValidateRequest(
+            image=image, csv=csv, data=data, sample=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
-            expected_rows=expected_rows, out_dir=out, task=task,
-            classes=read_classes(classes, "--classes") if classes else None, top_k=top_k, positive_class=positive_class,
-            ignore_sample=ignore_sample,
-            log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None),
+            expected_rows=expected_rows, out_dir=out, told=told, ignore_sample=ignore_sample,
         )
+        result = run_validation(request, log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None))
         _print_report(result)
         if report is not None:
             write_report(result, report)
             _say(f"report: {report}")
-    if not result.passed:
+    if result.verdict == "failed":
         failed = [c.name for c in result.checks if not c.passed and c.level == "error"]
         console.print(f"[bold red]FAILED:[/] {escape(', '.join(failed))}")
         raise typer.Exit(CHECK_FAILED)
+    if result.verdict == "undecided":
+        open_ = [c.name for c in result.checks if not c.passed and c.level == "undecided"]
+        console.print(f"[bold yellow]UNDECIDED:[/] {escape(', '.join(open_))}: not passed; the detail of each names "
+                      "the option that decides it")
+        raise typer.Exit(UNDECIDED)
     typer.echo("passed")
 
 

@@ -1,7 +1,8 @@
 """Builder errors: one small hierarchy, and the one place where any error becomes a message and an exit code.
 
 Exit codes are distinct per class across both packages: 0 success; 1 a check failed (``validate``); 2 a usage
-error (an unknown option); 3-9 the runtime's (``submission.errors``); 10-14 the builder's.
+error (an unknown option); 3-9 the runtime's (``submission.errors``); 10-14 the builder's; 15 a check that
+``validate`` could not decide from what it was told.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from submission.errors import SubmissionError
 
 CHECK_FAILED = 1  # builder validate: the run or the CSV failed a check
 USAGE = 2  # an unknown option or a bad option value (click and argparse use 2)
+UNDECIDED = 15  # builder validate: no check failed, but one could not be decided (the report names the option)
 
 
 class BuilderError(Exception):

@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 EPS = 1e-15  # probabilities are clipped to [EPS, 1 - EPS] for log loss, as platforms do
+# every headline metric scoring can compute (which ones a submission gets depends on what its format holds)
+NAMES = ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "qwk", "log_loss", "roc_auc_macro", "f1_samples",
+         "f2_samples", "f2_macro", "exact_match", "roc_auc", "rmse", "mae", "map@k (map@5 for a top 5)")
 
 
 def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:

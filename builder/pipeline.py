@@ -120,5 +120,5 @@ def verify(
         with phase("rebuilding the submission layers"):
             expected = submission_image(env, bundle.path, bundle.manifest, image, None)
     names = [f"base image layer {i + 1}" for i in range(len(env.base.spec.diff_ids))]
-    names += [f"environment: {n}" for n in env.layers] + [l.name for l in expected.layers]
+    names += [f"environment: {n}" for n in env.layers] + [layer.name for layer in expected.layers]
     return compare(image, found.attrs, expected.spec, names)

@@ -2,6 +2,15 @@
 
 This package is what runs inside the submission image (``python -m submission``). It depends on
 torch, timm, numpy, pandas, pillow and safetensors only, and never on the host-side ``builder``.
+
+Importing it turns off what the libraries it loads would fetch on their own: albumentations checks PyPI for a
+newer version when it is imported (``NO_ALBUMENTATIONS_UPDATE``), Hugging Face's hub looks models up online
+(``HF_HUB_OFFLINE``). Every process of the runtime and of the builder imports this package first.
 """
+
+import os as _os
+
+for _name in ("NO_ALBUMENTATIONS_UPDATE", "HF_HUB_OFFLINE"):
+    _os.environ.setdefault(_name, "1")
 
 __version__ = "0.1.0"

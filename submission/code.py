@@ -115,7 +115,8 @@ def attribute(module: types.ModuleType, code: Code) -> Any:
         if not hasattr(value, part):
             callables = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
                                and getattr(v, "__module__", None) == module.__name__)
-            raise BundleError(f"{code.module} has no {code.attribute!r}; it defines: {', '.join(callables) or 'nothing callable'}")
+            defined = ", ".join(callables) or "nothing callable"
+            raise BundleError(f"{code.module} has no {code.attribute!r}; it defines: {defined}")
         value = getattr(value, part)
     if not callable(value):
         raise BundleError(f"{code.module}.{code.attribute} is a {type(value).__name__}, not a function or class")

@@ -55,6 +55,7 @@ class Job:
 
     bundle: Path
     paths: tuple[Path, ...]
+    ids: tuple[str, ...]  # the submission id of each path, for error messages
     features: np.ndarray | None
     batch_size: int
     workers: int  # loader processes of this worker
@@ -73,7 +74,7 @@ def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[
     groups = load_groups(manifest, job.bundle, device)
     on_ready()
     batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
-                     strict=job.strict, decode_mode=manifest.decode, schedule=schedule)
+                     strict=job.strict, decode_mode=manifest.decode, schedule=schedule, ids=job.ids)
     for rows, batch in zip(schedule, batches):
         batch = batch.checked()
         meta = None if job.features is None else job.features[rows]
@@ -134,7 +135,8 @@ def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_b
             except queue.Empty:
                 dead = [p for p in processes if p.exitcode not in (None, 0)]
                 if dead:
-                    raise SubmissionError(f"a device worker ended with exit code {dead[0].exitcode} (out of memory?)")
+                    raise SubmissionError(
+                        f"a device worker ended with exit code {dead[0].exitcode} (out of memory?)") from None
                 continue
             kind = message[0]
             if kind == "batch":

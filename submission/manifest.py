@@ -4,9 +4,13 @@ Every setting the runtime uses is in the manifest; reading it requires every fie
 a default in code that could differ between pack time and run time. Values are validated when the
 dataclasses are built, so a bad bundle fails at pack time, not on the leaderboard.
 
-Schema version 2: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
-its outputs are one or several heads; images may come with metadata features. Version 1 bundles (timm models,
-one head) are upgraded when read.
+Schema version 3: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
+its outputs are one or several heads; images may come with metadata features; a model's preprocessing may start
+with the user's own function. Version 1 bundles (timm models, one head) and version 2 bundles (no preprocessing
+function) are upgraded when read.
+
+The output formats sit below this contract: ``submission.formats`` reads a manifest through a protocol and imports
+nothing of this module.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from submission import formats
 from submission.atomic import atomic_path
 from submission.errors import BundleError
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # version 1 is upgraded when read
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # versions 1 and 2 are upgraded when read
 MANIFEST_NAME = "manifest.json"
 IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
@@ -78,6 +82,22 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class Code:
+    """The user's model code (or metadata encoder), frozen in the bundle and imported from there."""
+
+    files: tuple[FileRef, ...]  # every file of the module or package, each with its sha256
+    root: str  # the bundle folder the files' import paths start from, e.g. "code/3f2a9c0d1e2b4a5f"
+    module: str  # the module to import from root, e.g. "model" or "mypkg.models"
+    attribute: str  # what to call in that module: a function or a class, e.g. "build", "Net"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.files), f"code {self.module!r} has no files")
+        _require(all(f.path.startswith(self.root + "/") for f in self.files),
+                 f"code files must lie under its root {self.root!r}")
+        _require(bool(self.module) and bool(self.attribute), "code needs a module and an attribute")
+
+
+@dataclass(frozen=True)
 class Preprocess:
     input_size: tuple[int, int, int]  # (channels, height, width) of the model input; channels is 3 (RGB)
     crop_mode: str  # timm eval crop: "center" (shorter side to size/crop_pct, centre crop), "squash"
@@ -89,6 +109,8 @@ class Preprocess:
     std: tuple[float, float, float]  # per-channel std of pixels scaled to [0, 1]
     albumentations: dict[str, Any] | None = None  # A.to_dict() of an eval transform that replaces resize
     # and normalisation: applied as saved to the RGB uint8 array, its output is the model input
+    function: Code | None = None  # the user's function, called once on each decoded image before the resize
+    # (or albumentations): (H, W, 3) uint8 RGB array -> array, or PIL image -> PIL image
 
     def __post_init__(self) -> None:
         c, h, w = self.input_size
@@ -103,22 +125,6 @@ class Preprocess:
     def size(self) -> tuple[int, int]:
         """(height, width) of the model input."""
         return self.input_size[1], self.input_size[2]
-
-
-@dataclass(frozen=True)
-class Code:
-    """The user's model code (or metadata encoder), frozen in the bundle and imported from there."""
-
-    files: tuple[FileRef, ...]  # every file of the module or package, each with its sha256
-    root: str  # the bundle folder the files' import paths start from, e.g. "code/3f2a9c0d1e2b4a5f"
-    module: str  # the module to import from root, e.g. "model" or "mypkg.models"
-    attribute: str  # what to call in that module: a function or a class, e.g. "build", "Net"
-
-    def __post_init__(self) -> None:
-        _require(bool(self.files), f"code {self.module!r} has no files")
-        _require(all(f.path.startswith(self.root + "/") for f in self.files),
-                 f"code files must lie under its root {self.root!r}")
-        _require(bool(self.module) and bool(self.attribute), "code needs a module and an attribute")
 
 
 @dataclass(frozen=True)
@@ -179,14 +185,15 @@ class Metadata:
     id_column: str  # the column holding each row's image id (the sample submission's id rules apply)
     columns: tuple[MetaColumn, ...]  # the declared encoding, in the model's feature order (empty with an encoder)
     encoder: Code | None  # the user's function: every row of the file as a DataFrame (+ "path") -> [N, width]
-    width: int  # features per image
+    width: int | None  # features per image; None: an encoder's, known once it has run on the metadata file
 
     def __post_init__(self) -> None:
         _require((self.encoder is None) != (not self.columns), "metadata needs either declared columns or an encoder")
         if self.columns:
             declared = sum(c.width for c in self.columns)
             _require(declared == self.width, f"metadata columns give {declared} features, but width is {self.width}")
-        _require(self.width > 0, "metadata width must be positive")
+        _require(self.width is None or self.width > 0, "metadata width must be positive")
+        _require(self.width is not None or self.encoder is not None, "declared metadata columns have a width")
 
 
 @dataclass(frozen=True)
@@ -268,9 +275,10 @@ class Manifest:
         _choice("merge", self.merge, MERGE_MODES)
         _choice("decode", self.decode, DECODE_MODES)
         if self.decode == "fast":
-            own = [m.name for m in self.models if m.preprocess.albumentations is not None]
+            own = [m.name for m in self.models if m.preprocess.albumentations is not None or m.preprocess.function]
             _require(not own, f"decode 'fast' shrinks JPEGs before timm's resize, but models {own} use an "
-                              "albumentations transform, which sees the image as decoded; use decode 'exact'")
+                              "albumentations transform or their own preprocessing, which sees the image as decoded; "
+                              "use decode 'exact'")
         self._check_decision()
         self._check_output()
 
@@ -315,6 +323,7 @@ class Manifest:
         """Every file of the bundle besides manifest.json (a file shared by several models is listed once)."""
         refs = [m.weights for m in self.models]
         refs += [f for m in self.models if m.code is not None for f in m.code.files]
+        refs += [f for m in self.models if m.preprocess.function is not None for f in m.preprocess.function.files]
         if self.metadata is not None and self.metadata.encoder is not None:
             refs += list(self.metadata.encoder.files)
         if self.sample_submission is not None:
@@ -338,7 +347,11 @@ class Manifest:
                 f"manifest schema_version is {version!r}, but this runtime reads versions "
                 f"{', '.join(map(str, READABLE_VERSIONS))}; pack the bundle again with the builder that matches this runtime"
             )
-        return parse_json(cls, _upgrade_v1(data) if version == 1 else data, "manifest")
+        if version == 1:
+            data = _upgrade_v1(data)
+        if data.get("schema_version") == 2:
+            data = _upgrade_v2(data)
+        return parse_json(cls, data, "manifest")
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -354,8 +367,18 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     decision = data.get("decision")
     if isinstance(decision, dict):
         decision = {**decision, "positive_class": None, "cutoffs": [], "new_class": None, "new_threshold": None}
-    return {**data, "schema_version": SCHEMA_VERSION, "models": models, "metadata": None, "requirements": [],
+    return {**data, "schema_version": 2, "models": models, "metadata": None, "requirements": [],
             "decode": "exact", "heads": [{"name": "output", "size": len(classes)}], "decision": decision}
+
+
+def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 manifest (no preprocessing function) in version 3's form."""
+    models = []
+    for m in data.get("models", []):
+        if not isinstance(m, dict) or not isinstance(m.get("preprocess"), dict):
+            return data  # malformed: let the parse name the key
+        models.append({**m, "preprocess": {**m["preprocess"], "function": None}})
+    return {**data, "schema_version": SCHEMA_VERSION, "models": models}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from submission import errors
 from submission import models as model_io
 from submission.ensemble import combine, merge, view_means
-from submission.errors import DeviceError, InputError
+from submission.errors import BundleError, DeviceError, SubmissionError
 from submission.inputs.images import decode
 from submission.inputs.preprocess import Preprocessor, fast_decode_keep, normalize
 from submission.manifest import Manifest
@@ -57,17 +57,20 @@ class Group:
 
 class DecodedImages(Dataset):
     """Item i: (one tensor per group made from the i-th image, decoded once; "" or why it could not be decoded;
-    "" or the error --strict makes of that; the image libraries' warnings on the file).
+    None or the error that stops the run, as (class name, message); the image libraries' warnings on the file).
 
     An image that cannot be decoded is replaced by a blank (black) image of each model's input size, so that
     its row is still written, unless ``strict``, where it is an error. Errors travel as data, so that a loader
-    worker's error reaches the user as the same one line as in the main process. With ``decode_mode`` "fast", large
-    JPEGs are decoded at reduced scale (see ``decode_rgb``).
+    worker's error reaches the user as the same one line as in the main process: an undecodable image under
+    ``strict``, and any runtime error of the preprocessing (a user's function that fails, a transform of the wrong
+    size), named with the file and the image id. With ``decode_mode`` "fast", large JPEGs are decoded at reduced
+    scale (see ``decode_rgb``).
     """
 
     def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor], strict: bool = False,
-                 decode_mode: str = "exact"):
+                 decode_mode: str = "exact", ids: Sequence[str] | None = None):
         self.paths = list(paths)
+        self.ids = list(ids) if ids is not None else None
         self.preprocessors = list(preprocessors)
         self.strict = strict
         self.keep = fast_decode_keep([p.pre for p in self.preprocessors]) if decode_mode == "fast" else None
@@ -75,13 +78,18 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str, str, tuple[tuple[str, str], ...]]:
+    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str, tuple[str, str] | None, tuple]:
         decoded = decode(self.paths[i], self.keep)
-        if decoded.image is None:
-            blanks = tuple(p(Image.new("RGB", (p.pre.size[1], p.pre.size[0]))) for p in self.preprocessors)
-            fatal = f"{decoded.error} (--strict: no blank-image fallback)" if self.strict else ""
-            return blanks, decoded.error, fatal, decoded.warnings
-        return tuple(p(decoded.image) for p in self.preprocessors), "", "", decoded.warnings
+        try:
+            if decoded.image is None:
+                blanks = tuple(p.blank() for p in self.preprocessors)
+                fatal = ("InputError", f"{decoded.error} (--strict: no blank-image fallback)") if self.strict else None
+                return blanks, decoded.error, fatal, decoded.warnings
+            return tuple(p(decoded.image) for p in self.preprocessors), "", None, decoded.warnings
+        except SubmissionError as e:
+            message = f"{self.paths[i]} (id {self.ids[i]!r}): {e}" if self.ids else f"{self.paths[i]}: {e}"
+            blanks = tuple(torch.zeros(p.pre.input_size, dtype=torch.uint8) for p in self.preprocessors)
+            return blanks, "", (type(e).__name__, message), decoded.warnings
 
 
 @dataclass
@@ -89,12 +97,13 @@ class Batch:
     pixels: list[torch.Tensor]  # one [B, C, H, W] tensor per group
     problems: list[str]  # per image: "" or why it was predicted from a blank image
     warnings: list[tuple[tuple[str, str], ...]]  # per image: the image libraries' (library, message) warnings
-    refused: list[str]  # the errors --strict makes of undecodable images
+    refused: list[tuple[str, str]]  # the errors that stop the run: (class name, message)
 
     def checked(self) -> Batch:
         """The batch, or the first refused image's error, raised where the batch is used (the main process)."""
         if self.refused:
-            raise InputError(self.refused[0])
+            name, message = self.refused[0]
+            raise getattr(errors, name, SubmissionError)(message)
         return self
 
 
@@ -111,7 +120,7 @@ def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels
         key = json.dumps(asdict(spec.preprocess), sort_keys=True)
         model = model_io.load(spec, bundle, device, channels_last)
         if key not in groups:
-            groups[key] = Group(Preprocessor(spec.preprocess, spec.name), [])
+            groups[key] = Group(Preprocessor(spec.preprocess, spec.name, bundle), [])
         groups[key].members.append((index, model))
     return list(groups.values())
 
@@ -132,11 +141,12 @@ def batch_rows(total: int, batch_size: int) -> list[list[int]]:
 def loader(
     paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int,
     strict: bool = False, decode_mode: str = "exact", schedule: Sequence[list[int]] | None = None,
+    ids: Sequence[str] | None = None,
 ) -> DataLoader:
     """Batches of (one uint8 tensor per group (float for albumentations), the decoding problem of each image);
     ``schedule`` gives the image positions of each batch (default: every image, in order, ``batch_size`` at a time)."""
     return DataLoader(
-        DecodedImages(paths, [g.preprocessor for g in groups], strict, decode_mode),
+        DecodedImages(paths, [g.preprocessor for g in groups], strict, decode_mode, ids),
         batch_sampler=schedule if schedule is not None else batch_rows(len(paths), batch_size),
         collate_fn=collate,
         num_workers=workers,
@@ -146,25 +156,33 @@ def loader(
 
 
 def _forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], device: torch.device,
-             log: Callable[[str], None]) -> Any:
+             log: Callable[[str], None], name: str = "") -> Any:
     """The model on ``inputs`` (the images, and the metadata features where the model takes them); on CUDA
-    out-of-memory the batch is split in halves and retried, and the halves' outputs joined again."""
+    out-of-memory the batch is split in halves and retried, and the halves' outputs joined again. Any other failure
+    is one error naming the model and what it was given."""
     try:
         with autocast(device):
             return model(*inputs)
     except torch.cuda.OutOfMemoryError:
-        rows = len(inputs[0])
-        if rows == 1:
-            raise DeviceError(
-                "CUDA out of memory on a single image: use a GPU with more memory, or --device cpu"
-            ) from None
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        half = rows // 2
-        log(f"CUDA out of memory on a forward pass of {rows} images: split into {half} + {rows - half}, retried")
-        first = _forward(model, tuple(t[:half] for t in inputs), device, log)
-        second = _forward(model, tuple(t[half:] for t in inputs), device, log)
-        return _join(first, second)
+        return _split_forward(model, inputs, device, log, name)
+    except Exception as e:
+        given = " and ".join(f"{tuple(t.shape)}" for t in inputs)
+        raise BundleError(f"model {name!r} fails on inputs of shape {given}: {type(e).__name__}: {e}") from None
+
+
+def _split_forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], device: torch.device,
+                   log: Callable[[str], None], name: str) -> Any:
+    """The forward pass in two halves, after CUDA ran out of memory on the whole batch."""
+    rows = len(inputs[0])
+    if rows == 1:
+        raise DeviceError("CUDA out of memory on a single image: use a GPU with more memory, or --device cpu") from None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    half = rows // 2
+    log(f"CUDA out of memory on a forward pass of {rows} images: split into {half} + {rows - half}, retried")
+    first = _forward(model, tuple(t[:half] for t in inputs), device, log, name)
+    second = _forward(model, tuple(t[half:] for t in inputs), device, log, name)
+    return _join(first, second)
 
 
 def _join(first: Any, second: Any) -> Any:
@@ -196,7 +214,7 @@ def predict_batch(manifest: Manifest, groups: Sequence[Group], pixels: Sequence[
             for index, model in group.members:
                 spec = manifest.models[index]
                 inputs = (x, features) if spec.takes_metadata else (x,)
-                outputs = model_io.split(_forward(model, inputs, device, log), spec, heads, n_views * size)
+                outputs = model_io.split(_forward(model, inputs, device, log, spec.name), spec, heads, n_views * size)
                 for h, y in enumerate(outputs):
                     per_head[h][index] = y.view(n_views, size, heads[h].size)
         if manifest.merge == "rank":

@@ -138,8 +138,8 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
     if options.devices in ("all", "auto") and devices[0].type == "cpu":
         info("no GPU is visible: running on the CPU")
     loaders, threads = plan(devices, options.workers)
-    job = Job(Path(bundle), tuple(paths), encoded.features[rows] if encoded else None, options.batch_size, loaders,
-              threads, options.strict)
+    job = Job(Path(bundle), tuple(paths), tuple(ids), encoded.features[rows] if encoded else None, options.batch_size,
+              loaders, threads, options.strict)
     where = ", ".join(str(d) for d in devices)
     info(
         f"{len(manifest.models)} model(s), TTA {manifest.tta!r} ({len(views_of(manifest.tta))} view(s)), merge "

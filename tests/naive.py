@@ -97,9 +97,11 @@ def _act(z: np.ndarray, task: str) -> np.ndarray:
 
 
 def probabilities(bundle: Path, paths: list[Path], build: Callable[[ModelSpec], torch.nn.Module] = timm_model,
-                  features: np.ndarray | None = None) -> np.ndarray:
+                  features: np.ndarray | None = None,
+                  prepare: Callable[[Image.Image], Image.Image] | None = None) -> np.ndarray:
     """[N, C] class probabilities of the bundle's ensemble on ``paths``; ``build`` makes each fold's module (its
-    weights are then loaded from the bundle); ``features`` are the images' metadata rows."""
+    weights are then loaded from the bundle); ``features`` are the images' metadata rows; ``prepare`` is applied to
+    each decoded image before the transform (the user's own preprocessing, called directly)."""
     m = load_manifest(bundle)
     per_model = []  # [M][N][V][H] logit vectors
     for spec in m.models:
@@ -110,6 +112,8 @@ def probabilities(bundle: Path, paths: list[Path], build: Callable[[ModelSpec], 
         for i, path in enumerate(paths):
             with Image.open(path) as image:
                 rgb = ImageOps.exif_transpose(image).convert("RGB")
+            if prepare is not None:
+                rgb = prepare(rgb)
             hwc = transform(rgb).permute(1, 2, 0).numpy()
             views = []
             for tta in NUMPY_TTA[m.tta]:

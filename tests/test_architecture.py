@@ -1,5 +1,6 @@
-"""The layout's promises: the runtime never imports the builder's world, no wing imports a higher one, no cycles,
-the CLI stays light, exit codes are distinct."""
+"""The layout's promises: the runtime never imports the builder's world, no wing imports a higher one, no cycles
+(counting imports under TYPE_CHECKING and inside functions), the CLI stays light, exit codes are distinct, no module
+outside the format specs branches on a format's name, and the README's repository map lists every module."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from submission import errors as runtime_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 # builder modules by layer: a module may import its own layer and lower ones, never a higher one
-LAYERS = {"builder.errors": 0, "builder.environment": 0, "builder.metrics": 0, "builder.truth": 0, "builder.pack": 1, "builder.image": 2,
-          "builder.validate": 3, "builder.pipeline": 4, "builder.cli": 5, "builder.__main__": 6}
+LAYERS = {"builder.errors": 0, "builder.environment": 0, "builder.metrics": 0, "builder.truth": 0,
+          "builder.sample": 0, "builder.task": 0, "builder.pack": 1, "builder.image": 2, "builder.validate": 3,
+          "builder.pipeline": 4, "builder.cli": 5, "builder.__main__": 6}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -81,9 +83,9 @@ def test_no_builder_module_imports_a_higher_layer():
 
 @pytest.mark.parametrize("package", ["builder", "submission"])
 def test_no_import_cycles(package):
+    """Every import counts: at the top, under TYPE_CHECKING, and inside functions."""
     found = modules(package)
-    graph = {name: {i for i in imports(path, name, top_level_only=True) if i in found and i != name}
-             for name, path in found.items()}
+    graph = {name: {i for i in imports(path, name) if i in found and i != name} for name, path in found.items()}
 
     def visit(node: str, trail: tuple[str, ...]) -> None:
         assert node not in trail, "import cycle: " + " -> ".join((*trail[trail.index(node):], node))
@@ -128,3 +130,81 @@ def test_exit_codes_are_distinct_per_error_class():
     readme = (ROOT / "README.md").read_text()
     for cls in classes:
         assert f"| {cls.exit_code} | `{cls.__name__}`" in readme, f"README lists no exit code for {cls.__name__}"
+
+
+def _format_names() -> set[str]:
+    from submission import formats
+
+    return set(formats.FORMATS)
+
+
+def _branches_on(node: ast.AST, names: set[str]) -> list[str]:
+    """Format names a node compares with, looks up, maps, or matches."""
+    def constants(n: ast.AST) -> list[str]:
+        if isinstance(n, ast.Constant) and n.value in names:
+            return [n.value]
+        if isinstance(n, (ast.Tuple, ast.List, ast.Set)):
+            return [c for e in n.elts for c in constants(e)]
+        return []
+
+    if isinstance(node, ast.Compare):
+        return [c for side in (node.left, *node.comparators) for c in constants(side)]
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+        return [c for a in node.args for c in constants(a)]
+    if isinstance(node, ast.Dict):
+        return [c for part in (*node.keys, *node.values) if part is not None for c in constants(part)]
+    if isinstance(node, ast.MatchValue):
+        return constants(node.value)
+    return []
+
+
+def test_no_module_outside_the_format_specs_branches_on_a_format_name():
+    names = _format_names()
+    outside = {**modules("builder"), **{n: p for n, p in modules("submission").items() if ".formats" not in n}}
+    found = [f"{name} line {node.lineno}: {value!r}" for name, path in outside.items()
+             for node in ast.walk(ast.parse(path.read_text())) for value in _branches_on(node, names)]
+    assert not found, "format knowledge outside submission/formats/: " + "; ".join(found)
+
+
+def test_the_format_name_check_catches_a_branch():
+    names = _format_names()
+    code = 'if fmt == "binary":\n    x = {"multiclass": "label"}\nelif fmt in ("label", "labels"):\n    formats.get("probs")\n'
+    assert sorted(v for node in ast.walk(ast.parse(code)) for v in _branches_on(node, names)) == [
+        "binary", "label", "label", "labels", "probs"]
+
+
+def _readme_map() -> dict[str, set[str]]:
+    """The README's repository map: folder -> the names listed under it ("builder/pack" -> {"bundle.py", ...})."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Repository", 1)[1].split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    stack: list[tuple[int, str]] = []
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        entry = line.strip().split("  ")[0].strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        folder = "/".join(name.rstrip("/") for _, name in stack)
+        for name in (n.strip() for n in entry.split(",")):
+            listed.setdefault(folder, set()).add(name)
+        if entry.endswith("/"):
+            stack.append((indent, entry))
+    return listed
+
+
+@pytest.mark.parametrize("package", ["builder", "submission"])
+def test_the_readme_map_lists_every_module(package):
+    listed = _readme_map()
+    missing = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        relative = path.relative_to(ROOT)
+        folder, name = relative.parent.as_posix(), relative.name
+        if name == "__init__.py":  # a package is listed by its folder
+            parent, _, leaf = folder.rpartition("/")
+            if f"{leaf}/" not in listed.get(parent, set()) and folder != package:
+                missing.append(folder + "/")
+        elif name not in listed.get(folder, set()):
+            missing.append(relative.as_posix())
+    assert not missing, f"the README's repository map does not list: {', '.join(missing)}"

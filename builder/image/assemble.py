@@ -105,6 +105,7 @@ class SmokeRun:
     seconds: float
     rows: int
     log: str
+    skipped: str = ""  # why it was not run (a metadata encoder with no rows to run on)
 
 
 def _smoke_metadata(manifest: Manifest, ids: list[str], rows: pd.DataFrame | None) -> pd.DataFrame:
@@ -121,28 +122,39 @@ def _smoke_metadata(manifest: Manifest, ids: list[str], rows: pd.DataFrame | Non
 def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600,
               metadata_rows: pd.DataFrame | None = None) -> SmokeRun:
     """Run the image on three generated images the way graders run it (``engine.run_container``), with a metadata
-    file beside them when the models take one (``metadata_rows``: a few rows of the training metadata)."""
+    file where the manifest says (``metadata_rows``: a few rows of the training metadata); a metadata encoder
+    without such rows cannot be run, and the smoke run says so instead."""
+    meta = manifest.metadata
+    if meta is not None and meta.encoder is not None and (metadata_rows is None or not len(metadata_rows)):
+        return SmokeRun(0.0, 0, "", skipped="the metadata encoder has no rows to run on: pack with --train-metadata "
+                                            "to smoke-run the image")
     height = max(m.preprocess.size[0] for m in manifest.models)
     width = max(m.preprocess.size[1] for m in manifest.models)
     rng = np.random.default_rng(0)
+    # a metadata file beside the test folder (../test.csv) needs the folder one level down in the mount
+    depth = len([part for part in Path(meta.file).parts if part == ".."]) if meta is not None and meta.file else 0
     with tempfile.TemporaryDirectory(prefix="submission-smoke-") as tmp:
-        data, out = Path(tmp) / "data", Path(tmp) / "output"
-        data.mkdir()
+        mount, out = Path(tmp) / "data", Path(tmp) / "output"
+        images = mount.joinpath(*[f"level{i}" for i in range(depth)])
+        images.mkdir(parents=True)
         out.mkdir()
-        for folder in (Path(tmp), data):
+        for folder in (Path(tmp), *images.parents[: depth + 1], images):
             folder.chmod(0o755)
         out.chmod(0o777)  # the image runs as a non-root user
         for i in range(3):
             pixels = rng.integers(0, 256, (height + 16 * i, width + 8 * i, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(data / f"smoke_{i}.png")
-            (data / f"smoke_{i}.png").chmod(0o644)
-        if manifest.metadata is not None and manifest.metadata.file:
-            path = data / manifest.metadata.file
+            Image.fromarray(pixels).save(images / f"smoke_{i}.png")
+            (images / f"smoke_{i}.png").chmod(0o644)
+        args = ["/data/" + "/".join(f"level{i}" for i in range(depth)) if depth else "/data", "--ignore-sample",
+                "--out", "/output/smoke.csv"]
+        if meta is not None:
+            path = (images / meta.file) if meta.file else mount / "smoke_metadata.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
             _smoke_metadata(manifest, [f"smoke_{i}" for i in range(3)], metadata_rows).to_csv(path, index=False)
             path.chmod(0o644)
-        run = run_container(client, tag, ["/data", "--ignore-sample", "--out", "/output/smoke.csv"], data, out,
-                            time_limit=timeout)
+            if not meta.file:
+                args += ["--metadata", "/data/smoke_metadata.csv"]
+        run = run_container(client, tag, args, mount, out, time_limit=timeout)
         tail = "\n".join(run.log.splitlines()[-40:])[-3000:]
         if run.timed_out:
             raise DockerError(f"the smoke run of {tag} took longer than {timeout:.0f}s and was stopped")

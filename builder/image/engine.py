@@ -75,7 +75,8 @@ def run_container(
     The container is removed afterwards, whatever happened."""
     kwargs: dict[str, Any] = dict(
         network_mode="none", read_only=True, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
-        volumes={str(data.resolve()): {"bind": "/data", "mode": "ro"}, str(out.resolve()): {"bind": "/output", "mode": "rw"}},
+        volumes={str(data.resolve()): {"bind": "/data", "mode": "ro"},
+                 str(out.resolve()): {"bind": "/output", "mode": "rw"}},
         cap_drop=["ALL"], security_opt=["no-new-privileges"], pids_limit=256, detach=True,
     )
     if memory:

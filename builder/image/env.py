@@ -46,6 +46,7 @@ ENV = {
     "XDG_CACHE_HOME": "/tmp/.cache",
     "TORCH_HOME": "/tmp/.cache/torch",
     "HF_HUB_OFFLINE": "1",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONUNBUFFERED": "1",
 }
@@ -109,7 +110,7 @@ def env_image(
         _check_loadable(trees, base)
         compile_bytecode(client, base, trees, work / "trees")
         layers, spec = _write(base, key, trees, dropped, full, work / "layers" if load else None)
-        env = EnvImage(tag, spec, key, lock, base, tuple(l.name for l in layers), full, _by_reason(dropped), True)
+        env = EnvImage(tag, spec, key, lock, base, tuple(layer.name for layer in layers), full, _by_reason(dropped), True)
         if load:
             say(f"environment image {tag}: expecting image ID {spec.id}")
             load_image(client, spec, layers, tag)
@@ -164,7 +165,7 @@ def _write(base: Base, key: str, trees: dict[str, Path], dropped: list[Dropped],
         "submission.base.id": base.id,
         "submission.env.key": key,
         "submission.env": "full" if full else "slim",
-        "submission.env.layers": json.dumps([l.name for l in layers]),
+        "submission.env.layers": json.dumps([layer.name for layer in layers]),
         "submission.env.left-out": json.dumps(_by_reason(dropped), sort_keys=True),
     }
     config = {"Env": env + [f"{k}={v}" for k, v in ENV.items()], "Cmd": [PYTHON], "User": USER, "Labels": labels}

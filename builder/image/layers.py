@@ -148,7 +148,7 @@ class ImageSpec:
 
     def plus(self, layers: Sequence[Layer], config: Mapping[str, Any]) -> ImageSpec:
         """This image with ``layers`` on top and ``config`` as its runtime config."""
-        return ImageSpec(self.architecture, self.os_name, self.diff_ids + tuple(l.diff_id for l in layers), config)
+        return ImageSpec(self.architecture, self.os_name, self.diff_ids + tuple(layer.diff_id for layer in layers), config)
 
     def json(self) -> bytes:
         return canonical_json({
@@ -167,7 +167,8 @@ class ImageSpec:
 def load_archive(image: ImageSpec, layers: Sequence[Layer], tag: str) -> Iterator[bytes]:
     """The ``docker load`` archive of ``image``, streamed, holding only its new ``layers`` (the last ones): the
     engine already has the parent's, which it finds by their chain ID instead of reading them."""
-    assert all(l.path is not None for l in layers) and tuple(l.diff_id for l in layers) == image.diff_ids[-len(layers):]
+    assert all(layer.path is not None for layer in layers)
+    assert tuple(layer.diff_id for layer in layers) == image.diff_ids[-len(layers):]
     hex_id = image.id.split(":", 1)[1]
     manifest = [{"Config": f"{hex_id}.json", "RepoTags": [tag],
                  "Layers": [f"{d.split(':', 1)[1]}/layer.tar" for d in image.diff_ids]}]

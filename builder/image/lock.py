@@ -30,7 +30,8 @@ LOCK_NAME = "requirements.lock"
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("SUBMISSION_BUILDER_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "submission-builder"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    root = os.environ.get("SUBMISSION_BUILDER_CACHE") or xdg / "submission-builder"
     return Path(root)
 
 
@@ -102,7 +103,8 @@ def wheelhouse(
             wheels.append((str(name), str(version), path.name, sha256_file(path)))
         lock = Lock(python, tuple(pins.items()), tuple(sorted(wheels)))
         (staging / LOCK_NAME).write_text(lock.requirements())
-        (staging / "lock.json").write_text(json.dumps({"python": lock.python, "pins": lock.pins, "wheels": lock.wheels}, indent=1))
+        data = {"python": lock.python, "pins": lock.pins, "wheels": lock.wheels}
+        (staging / "lock.json").write_text(json.dumps(data, indent=1))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)

@@ -115,7 +115,7 @@ def slim(dists: Mapping[str, Sequence[Path]], needed_by_user: Iterable[str] = ()
                 if p not in reached:
                     reached.add(p)
                     todo.append(p)
-    for name, found in sorted(candidates.items()):
+    for _, found in sorted(candidates.items()):
         dropped += [Dropped(p, dist, "no other package's library needs it or names it", p.stat().st_size)
                     for dist, p in found if p not in reached]
     return dropped

@@ -6,7 +6,10 @@ Layouts (``--models``):
   ``last.pth.tar``, ``checkpoint-*.pth.tar``, ``args.yaml``, ``summary.csv``), Lightning (``checkpoints/*.ckpt``),
   timm's Hugging Face layout (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``), or a script's own
   (``best.pth``, ``last.pth``: several candidates need ``--pick``);
-- a single run's folder given as the models folder (its checkpoints are candidates of one fold).
+- a single run's folder given as the models folder (its checkpoints are candidates of one fold);
+- one folder per model (or experiment) holding its folds, the commonest layout of competition repositories:
+  ``output/effnet_b4/weights_fold0.pth ... weights_fold4.pth``, or ``exp001/fold0/best.pth ...``: each file (or
+  fold sub-folder) a fold of its folder's model, named ``effnet_b4/weights_fold0``.
 
 Formats: bare state_dicts, safetensors, timm CheckpointSaver files, Lightning checkpoints, dicts with the weights
 under ``state_dict``/``model_state_dict``/... Pickles are read by ``safe_pickle`` (metadata of any class as inert
@@ -41,6 +44,7 @@ MAX_CONFIG_BYTES = 16 * 2**20  # a training config (args.yaml, config.json) larg
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP and torch.compile
 # names a training script gives the checkpoints of ONE run (not folds): best, last, epoch N, step N
 _RUN_CHECKPOINT = re.compile(r"(model_best|best|last|final|checkpoint|ckpt|epoch|step)([-_=.].*)?", re.IGNORECASE)
+_FOLD_NUMBER = re.compile(r"fold[-_ ]?(\d+)", re.IGNORECASE)  # "weights_fold3", "fold_1", "Fold-2_best"
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class FoldFile:
     args_file: Path | None = None  # timm train.py's args.yaml for this fold, if there is one
     config_file: Path | None = None  # timm's Hugging Face config.json, for that layout
     why: str = ""  # why this file was chosen among the fold folder's candidates (empty when it was the only one)
+    model: str | None = None  # the model folder it is a fold of, in a models x folds layout
 
 
 @dataclass
@@ -117,7 +122,8 @@ def _choose(candidates: list[Path], folder: Path, pick: str | None) -> tuple[Pat
                     for p in candidates if p not in best)
     if len(best) == 1 and timm_rest:
         others = [p for p in candidates if p != best[0]]
-        return best[0], f"timm's train.py keeps its best epoch as model_best.pth.tar (also there: {_listing(others, folder)})"
+        also = _listing(others, folder)
+        return best[0], f"timm's train.py keeps its best epoch as model_best.pth.tar (also there: {also})"
     raise CheckpointError(
         f"{folder} holds several checkpoints ({_listing(candidates, folder)}) and none is the obvious one; choose "
         "with --pick (a file name pattern such as 'best.pth' or 'last.ckpt'), or keep only the one to submit"
@@ -168,17 +174,59 @@ def find_folds(models: Path, pick: str | None = None) -> list[FoldFile]:
     if direct:
         return [FoldFile(_stem(p), p, _args_file(models)) for p in direct]
     folds = []
-    subfolders = [d for d in models.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in SKIPPED_FOLDERS]
-    for sub in sorted(subfolders, key=lambda d: natural_key(d.name)):
-        fold = _fold_in_folder(sub, sub.name, pick, models)
-        if fold is not None:
-            folds.append(fold)
+    for sub in sorted(_subfolders(models), key=lambda d: natural_key(d.name)):
+        found = _model_folds(sub, pick, models)
+        if not found:
+            fold = _fold_in_folder(sub, sub.name, pick, models)
+            found = [fold] if fold is not None else []
+        folds.extend(found)
     if not folds:
         raise CheckpointError(
             f"no checkpoints found in {models}: looked for {', '.join(CHECKPOINT_SUFFIXES)} files directly "
             "inside it, and then one per sub-folder"
         )
     return folds
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return [d for d in folder.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name not in SKIPPED_FOLDERS]
+
+
+def _fold_number(name: str) -> int | None:
+    found = _FOLD_NUMBER.search(name)
+    return int(found.group(1)) if found else None
+
+
+def _model_folds(folder: Path, pick: str | None, models: Path) -> list[FoldFile]:
+    """The folds of a model folder: two or more checkpoint files with distinct fold numbers in their names, or two or
+    more fold sub-folders (``fold0/``, ``fold_1/``); empty when ``folder`` is one fold's own folder."""
+    if _hf_config(folder) is not None:
+        return []
+    files = [p for p in folder.iterdir() if _is_checkpoint(p)]
+    numbers: dict[int, list[Path]] = {}
+    for f in files:
+        n = _fold_number(_stem(f))
+        if n is None:
+            return []
+        numbers.setdefault(n, []).append(f)
+    if len(numbers) >= 2:
+        found = []
+        for _, group in sorted(numbers.items()):
+            chosen, why = _choose(sorted(group, key=lambda p: natural_key(p.name)), folder, pick) \
+                if len(group) > 1 or pick else (group[0], "")
+            found.append(FoldFile(f"{folder.name}/{_stem(chosen)}", chosen, _args_file(folder, models), None, why,
+                                  model=folder.name))
+        return found
+    children = [d for d in _subfolders(folder) if _fold_number(d.name) is not None]
+    if files or len(children) < 2:
+        return []
+    found = []
+    for child in sorted(children, key=lambda d: natural_key(d.name)):
+        fold = _fold_in_folder(child, f"{folder.name}/{child.name}", pick, models)
+        if fold is not None:
+            found.append(FoldFile(fold.name, fold.path, fold.args_file or _args_file(folder), fold.config_file,
+                                  fold.why, model=folder.name))
+    return found if len(found) >= 2 else []
 
 
 def _hidden_or_skipped(relative: Path) -> bool:

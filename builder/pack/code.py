@@ -49,6 +49,14 @@ def parse(value: str, source: str) -> tuple[Path, str]:
     return Path(path), factory
 
 
+def display(value: str) -> str:
+    """How a frozen factory is named in the manifest: its file or folder's name and the attribute
+    ("models.py:Net", "src:models.net.MaskNet"), never the path typed, so that the bundle does not depend on where
+    the code lay."""
+    path, _, attribute = str(value).rpartition(":")
+    return f"{Path(path).name}:{attribute}"
+
+
 def _files(path: Path) -> dict[str, Path]:
     """The files to freeze, by their path under the code's root."""
     if path.is_file():

@@ -1,9 +1,12 @@
-"""The metadata settings -> the manifest's frozen metadata encoding, checked on the training metadata.
+"""The metadata settings -> the manifest's frozen metadata encoding, checked on the training metadata when given.
 
 Declared columns (``--metadata-columns``, a list in the model's feature order) take what they leave open from
 ``--train-metadata``: a categorical's vocabulary (its values, sorted), a numeric's fill (the median) and, with
 ``normalize: true``, the shift and scale (mean and std). An encoder (``--metadata-encoder FILE.py:FUNCTION``) is
-frozen like model code and run on the training metadata to learn its width. Nothing is refitted at run time.
+frozen like model code and imported; with ``--train-metadata`` it is run on it to learn and check its width, else
+the width is ``--metadata-width`` or, when that is not given either, what the encoder returns at run time. The
+metadata file's place (``--metadata-file``, relative to the test folder) is optional: without it, the run takes
+``--metadata PATH``. Nothing is refitted at run time.
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from PIL import Image
 
 from builder.errors import ConfigError
 from builder.pack import code as code_io
-from builder.pack.sample import Sample
-from builder.pack.settings import Layer, Sourced, lookup
+from builder.pack.resolve import PackSettings
+from builder.pack.settings import Sourced
+from builder.sample import Sample
 from submission import code as user_code
 from submission.errors import InputError
 from submission.inputs import metadata as meta_io
-from submission.manifest import MetaColumn, Metadata
+from submission.manifest import Code, MetaColumn, Metadata
 
 _KEYS = {"name", "type", "kind", "categories", "fill", "log1p", "normalize", "shift", "scale", "mean", "std"}
 
@@ -46,18 +49,6 @@ def _read_train(path: Path | None) -> pd.DataFrame | None:
         return pd.read_csv(path, encoding="utf-8-sig")
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise ConfigError(f"cannot read the training metadata {path}: {e}") from None
-
-
-def _column_list(value: Any, source: str) -> list[Mapping[str, Any]]:
-    if isinstance(value, (str, Path)) and Path(value).is_file():
-        try:
-            value = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
-        except (yaml.YAMLError, OSError) as e:
-            raise ConfigError(f"cannot read the metadata columns {value}: {e}") from None
-    if not isinstance(value, list) or not all(isinstance(c, Mapping) for c in value):
-        raise ConfigError(f"metadata_columns from {source} must be a list of column declarations "
-                          "({name, type: categorical|numeric|count, ...}), not {value!r}")
-    return value
 
 
 def _numbers(train: pd.DataFrame, name: str, source: str) -> np.ndarray:
@@ -112,52 +103,66 @@ def _placeholder_image(folder: Path) -> Path:
     return path
 
 
-def declare(layers: tuple[Layer, ...], sample: Sample | None, bundle: Path) -> DeclaredMetadata | None:
+def declare(s: PackSettings, bundle: Path) -> DeclaredMetadata | None:
     """The metadata the models take, from the settings (None when no metadata is declared)."""
-    columns_s, encoder_s = lookup("metadata_columns", *layers), lookup("metadata_encoder", *layers)
-    if columns_s is None and encoder_s is None:
+    if s.metadata_columns is None and s.metadata_encoder is None:
         return None
-    if columns_s is not None and encoder_s is not None:
-        raise ConfigError(f"metadata comes from {columns_s.source} and from {encoder_s.source}; keep one")
-    file_s = lookup("metadata_file", *layers)
-    if file_s is None:
-        raise ConfigError("pass --metadata-file: where the metadata CSV lies in the test folder (e.g. test.csv)")
-    train_s = lookup("train_metadata", *layers)
-    train = _read_train(Path(train_s.value) if train_s else None)
-    sources: dict[str, Sourced] = {"metadata_file": file_s}
-    id_s = lookup("metadata_id_column", *layers)
-    if id_s is None:
-        candidates = list(train.columns) if train is not None else []
-        if sample is not None and (train is None or sample.id_column in candidates):
-            id_s = Sourced(sample.id_column, f"the sample's id column ({sample.path.name})")
-        elif candidates:
-            id_s = Sourced(candidates[0], f"the first column of {Path(train_s.value).name}")
-        else:
-            raise ConfigError("pass --metadata-id-column: the metadata CSV's column of image ids")
-    sources["metadata_id_column"] = id_s
+    train = _read_train(s.train_metadata.value if s.train_metadata else None)
+    sources: dict[str, Sourced] = {}
+    if s.metadata_file is not None:
+        sources["metadata_file"] = s.metadata_file
+    id_column = _id_column(s, train)
+    sources["metadata_id_column"] = id_column
+    file = s.metadata_file.value if s.metadata_file else None
     rows = None if train is None else train.head(3)
-    if columns_s is not None:
-        columns = tuple(_column(c, train, columns_s.source) for c in _column_list(columns_s.value, columns_s.source))
-        sources["metadata_columns"] = Sourced([f"{c.name} ({c.kind}, {c.width})" for c in columns], columns_s.source)
-        width = sum(c.width for c in columns)
-        metadata = Metadata(str(file_s.value), str(id_s.value), columns, None, width)
+    if s.metadata_columns is not None:
+        columns = tuple(_column(c, train, s.metadata_columns.source) for c in s.metadata_columns.value)
+        sources["metadata_columns"] = Sourced([f"{c.name} ({c.kind}, {c.width})" for c in columns],
+                                              s.metadata_columns.source)
+        metadata = Metadata(file, str(id_column.value), columns, None, sum(c.width for c in columns))
         return DeclaredMetadata(metadata, sources, rows)
-    if train is None:
-        raise ConfigError(f"the metadata encoder from {encoder_s.source} is checked on the training metadata: pass "
-                          "--train-metadata (a CSV with the test metadata's columns)")
-    code = code_io.freeze(encoder_s.value, encoder_s.source, bundle)
+    encoder = s.metadata_encoder
+    code = code_io.freeze(encoder.value, encoder.source, bundle)
     replay = code_io.replay(bundle, code)
+    if train is None:
+        width = s.metadata_width.value if s.metadata_width else None
+        said = f"{width} features, from {s.metadata_width.source}" if width else "its width learned at run time"
+        sources["metadata_encoder"] = Sourced(f"{encoder.value} ({said}; not run at pack time: no --train-metadata)",
+                                              encoder.source)
+        return DeclaredMetadata(Metadata(file, str(id_column.value), (), code, width), sources, None,
+                                replay.distributions)
+    width = _encoder_width(code, bundle, train, str(id_column.value), s)
+    sources["metadata_encoder"] = Sourced(f"{encoder.value} ({width} features)", encoder.source)
+    return DeclaredMetadata(Metadata(file, str(id_column.value), (), code, width), sources, rows, replay.distributions)
+
+
+def _id_column(s: PackSettings, train: pd.DataFrame | None) -> Sourced:
+    if s.metadata_id_column is not None:
+        return s.metadata_id_column
+    candidates = list(train.columns) if train is not None else []
+    sample: Sample | None = s.sample
+    if sample is not None and (train is None or sample.id_column in candidates):
+        return Sourced(sample.id_column, f"the sample's id column ({sample.path.name})")
+    if candidates:
+        return Sourced(candidates[0], f"the first column of {s.train_metadata.value.name}")
+    raise ConfigError("pass --metadata-id-column: the metadata CSV's column of image ids")
+
+
+def _encoder_width(code: Code, bundle: Path, train: pd.DataFrame, id_column: str, s: PackSettings) -> int:
+    """The encoder run on the training metadata: its width, checked against --metadata-width when given."""
+    encoder, source = s.metadata_encoder, s.train_metadata.value
     with tempfile.TemporaryDirectory(prefix="metadata-check-") as tmp, user_code.imported(code, bundle) as module:
         table = train.assign(path=str(_placeholder_image(Path(tmp))))
         try:
             out = np.asarray(user_code.attribute(module, code)(table), dtype=np.float64)
         except Exception as e:
-            raise ConfigError(f"the metadata encoder {encoder_s.value} fails on {train_s.value}: {type(e).__name__}: {e}") from None
+            raise ConfigError(f"the metadata encoder {encoder.value} fails on {source}: {type(e).__name__}: {e}") from None
     width = 1 if out.ndim == 1 else out.shape[1]
-    metadata = Metadata(str(file_s.value), str(id_s.value), (), code, width)
+    if s.metadata_width is not None and s.metadata_width.value != width:
+        raise ConfigError(f"the metadata encoder {encoder.value} returns {width} features per row of {source}, but "
+                          f"{s.metadata_width.source} says {s.metadata_width.value}")
     try:
-        meta_io.run_encoder(lambda t: out, train, str(id_s.value), width, Path(train_s.value))
+        meta_io.run_encoder(lambda t: out, train, id_column, width, Path(source))
     except InputError as e:
-        raise ConfigError(f"the metadata encoder {encoder_s.value}: {e}") from None
-    sources["metadata_encoder"] = Sourced(f"{encoder_s.value} ({width} features)", encoder_s.source)
-    return DeclaredMetadata(metadata, sources, rows, replay.distributions)
+        raise ConfigError(f"the metadata encoder {encoder.value}: {e}") from None
+    return width

@@ -1,196 +1,105 @@
-"""Every pack setting, declared once, and where each value comes from: options, config file, checkpoints, defaults.
+"""Every pack setting, declared once: its option, config key, help, choices and parser.
 
-``SETTINGS`` makes the ``builder pack`` options, the config file's keys and the settings report. Every
-resolved value keeps its source, so ``builder pack`` can say where each setting came from.
+``SETTINGS`` makes the ``builder pack`` options, the config file's keys and the settings report. Each setting's
+``parse`` turns what a person or a training run wrote (a YAML value, an option's text, a recorded arg) into its
+typed value, or a ``ConfigError`` naming the setting, where the value came from, and the choices. ``resolve``
+applies them: every value is parsed where it enters, and travels as a ``Sourced`` typed value.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pandas as pd
 import yaml
 
 from builder.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One pack setting: the ``--option``, the config file key and the settings report are all made from this."""
-
-    name: str  # the config file key; the option is --name-with-dashes
-    type: type  # what the option takes on the command line: str, int, float, bool or Path
-    help: str  # the --help text and the config file reference
-    default: Any = None  # the value when nothing else gives one (None: decided from the folds or the sample)
-    per_fold: bool = False  # resolved for each fold, where the checkpoint may carry it
-    flag: str | None = None  # the option's declaration when it is not --name, e.g. "--ema/--no-ema"
-    cli: bool = True  # an option too (False: the config file only)
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-
-SETTINGS: tuple[Setting, ...] = (
-    # what to read
-    Setting("sample_submission", Path, "The competition's sample_submission.csv: fixes the id column, columns, "
-            "format and row order."),
-    Setting("pick", str, "File name pattern choosing the checkpoint in each fold's folder, e.g. 'last.ckpt'."),
-    Setting("ema", bool, "Use state_dict_ema when a checkpoint has one (--no-ema: state_dict).", True,
-            flag="--ema/--no-ema"),
-    Setting("allow_unsafe_pickle", bool, "Read checkpoints by full unpickling, which runs code from the file: for a "
-            "whole pickled model (torch.save(model)) you trust. It is converted to a state_dict at pack time.", False,
-            flag="--allow-unsafe-pickle"),
-    # the model of each fold
-    Setting("arch", str, "timm model name for every fold (default: what the checkpoints record).", per_fold=True),
-    Setting("num_classes", int, "Classes of the model head (default: from the checkpoint's classifier).", per_fold=True),
-    Setting("model_code", str, "Your model code instead of a timm name: FILE.py:FACTORY, or FOLDER:module.FACTORY "
-            "(a function or class that returns the nn.Module); its files are frozen in the bundle.", per_fold=True),
-    Setting("model_kwargs", str, "Keyword arguments of timm.create_model or of your factory, as JSON, e.g. "
-            "'{\"img_size\": 384}'.", per_fold=True),
-    Setting("model_output", str, "Which output of forward() to use when it returns a tuple (an index) or a dict "
-            "(a key).", per_fold=True),
-    Setting("folds", dict, "Settings of single folds, by fold name: {fold0: {model_code: ..., model_kwargs: ...}} "
-            "(they override the file's other settings for that fold).", cli=False),
-    Setting("requirements", list, "Packages your code imports beyond the runtime's (torch, timm, torchvision, ...): "
-            "NAME, repeatable or a,b; pinned to the versions installed here."),
-    # preprocessing of each fold
-    Setting("img_size", str, "Model input size: 384, or 384,512 for height,width.", per_fold=True),
-    Setting("input_size", str, "Model input as 3,height,width.", per_fold=True),
-    Setting("crop_pct", float, "Fraction kept by the eval centre crop, in (0, 1]; 1.0 with --crop-mode squash is a "
-            "plain resize.", per_fold=True),
-    Setting("crop_mode", str, "center, squash or border (timm's eval crop modes).", per_fold=True),
-    Setting("interpolation", str, "Resize filter: bilinear, bicubic, nearest, box, hamming, lanczos.", per_fold=True),
-    Setting("mean", str, "Normalisation mean, three numbers: 0.485,0.456,0.406.", per_fold=True),
-    Setting("std", str, "Normalisation std, three numbers.", per_fold=True),
-    Setting("decode", str, "JPEG decoding: exact, or fast (a JPEG over twice the largest model input is decoded by "
-            "libjpeg at 1/2, 1/4 or 1/8 scale before the same resize: faster on large photos, close to exact but "
-            "not bit-identical; check with the benchmark).", "exact"),
-    Setting("albumentations", Path, "JSON file of A.to_dict(eval_transform), used instead of timm's resize and "
-            "normalisation.", per_fold=True),
-    # the ensemble
-    Setting("fold_weights", str, "Ensemble weight of each fold, in fold order: 1,1,2 (default: equal)."),
-    Setting("tta", str, "TTA preset: none, hflip, vflip, flips, d4.", "none"),
-    Setting("merge", str, "Merge of folds and views: mean, gmean (geometric), logits (mean of logits), rank (percentile "
-            "ranks over the whole test set, averaged: for AUC; it keeps models x images x classes in memory).", "mean"),
-    # metadata beside the images
-    Setting("metadata_file", str, "The metadata CSV's path in the test folder, e.g. test.csv (the image also takes "
-            "--metadata PATH)."),
-    Setting("metadata_id_column", str, "The metadata CSV's id column (default: the sample's id column, else the first)."),
-    Setting("metadata_columns", Path, "The metadata encoding: a YAML/JSON list of {name, type: categorical|numeric|"
-            "count, categories, fill, log1p, normalize, scale} in the model's feature order."),
-    Setting("metadata_encoder", str, "Your metadata encoder instead: FILE.py:FUNCTION, called once with every row of "
-            "the metadata CSV (and a 'path' column), returning [rows, features]."),
-    Setting("train_metadata", Path, "The training metadata CSV: vocabularies and statistics of the declared columns "
-            "are taken from it, and the encoder is checked on it."),
-    # the task and the submission
-    Setting("heads", str, "Several heads combined into the classes, in order: mask=3,gender=2,age=3 (multiclass: "
-            "their product, first head most significant; multilabel: side by side)."),
-    Setting("task", str, "multiclass, multilabel or regression (default: from the sample, the folds' outputs and what "
-            "their training recorded, or an error that asks)."),
-    Setting("classes", str, "Class names in model output order: a,b,c or a file with one per line."),
-    Setting("id_column", str, "Name of the id column (default: the sample's first column, else 'id')."),
-    Setting("format", str, "Output format (default: inferred from the sample)."),
-    Setting("label_as", str, "What label cells hold: name or index (default: inferred from the sample)."),
-    Setting("thresholds", Path, "Per-class thresholds (multilabel): JSON list or {class: t}, or CSV class,threshold."),
-    Setting("oof", Path, "Out-of-fold probabilities (id + class columns): tune the thresholds on them (macro F1; "
-            "see `builder thresholds`)."),
-    Setting("oof_labels", Path, "True labels of --oof."),
-    Setting("at_least_one", bool, "Multilabel: give a row with no class above its threshold its most probable "
-            "class.", False, flag="--at-least-one/--no-at-least-one"),
-    Setting("top_k", int, "Class names per row, most probable first (implies the space-separated 'labels' format)."),
-    Setting("new_class", str, "Top-k: a class name (e.g. new_whale) inserted where the next probability falls below "
-            "--new-threshold."),
-    Setting("new_threshold", float, "Top-k: the probability below which --new-class is inserted."),
-    Setting("positive_class", str, "The class (name or index) whose probability one value column holds: the 'binary' "
-            "format of a multiclass model (default for two classes: the second, or the one named 1/true/positive)."),
-    Setting("cutoffs", str, "Regression: cut the value into integer grades at these increasing cutoffs (0.5,1.5,2.5,3.5), "
-            "or a JSON file from `builder thresholds --metric qwk`."),
-    Setting("decimals", int, "Digits after the decimal point in probability cells.", 6),
+from submission import formats
+from submission.manifest import (
+    CROP_MODES,
+    DECODE_MODES,
+    INTERPOLATIONS,
+    LABEL_AS,
+    MERGE_MODES,
+    TASKS,
+    TTA_PRESETS,
+    Head,
 )
-BY_NAME = {s.name: s for s in SETTINGS}
+
+T = TypeVar("T")
+Parse = Callable[[Any, str, str], Any]  # (value, setting name, source) -> the typed value, or a ConfigError
 
 
 @dataclass(frozen=True)
-class Sourced:
-    value: Any
+class Sourced(Generic[T]):
+    value: T
     source: str  # "--arch", "pack.yaml [arch]", "fold0/args.yaml [model]", "timm default for resnet18", ...
 
 
-Layer = Mapping[str, Sourced]
+# --- parsers: each names the setting, the source and what was expected ------------------------------------------
+
+def _fail(name: str, source: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{name} from {source} must be {expected}, not {value!r}")
 
 
-def _refuse_unknown(names: Mapping[str, Any], where: str) -> None:
-    unknown = sorted(set(names) - set(BY_NAME))
-    if unknown:
-        close = {u: difflib.get_close_matches(u, BY_NAME, n=1) for u in unknown}
-        hints = "; ".join(f"{u!r}: did you mean {c[0]!r}?" for u, c in close.items() if c)
-        raise ConfigError(f"{where}: unknown setting(s) {unknown}{f' ({hints})' if hints else ''}; "
-                          f"known settings: {', '.join(BY_NAME)}")
+def text(value: Any, name: str, source: str) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    raise _fail(name, source, "text", value)
 
 
-def option_layer(options: Mapping[str, Any]) -> dict[str, Sourced]:
-    """The options given on the command line (None means not given), by setting name."""
-    _refuse_unknown(options, "the options")
-    return {k: Sourced(v, BY_NAME[k].option) for k, v in options.items() if v is not None and v != []}
+def choice(choices: Any) -> Parse:
+    """One of ``choices`` (a tuple, or a mapping whose keys are the choices, read when parsing)."""
+    def parse(value: Any, name: str, source: str) -> str:
+        options = tuple(choices)
+        if isinstance(value, str) and value.strip().lower() in options:
+            return value.strip().lower()
+        if isinstance(value, str) and value.strip() in options:
+            return value.strip()
+        raise ConfigError(f"{name} from {source} is {value!r}; expected one of: {', '.join(options)}")
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
 
 
-def default_layer() -> dict[str, Sourced]:
-    """The declared defaults, lowest in priority."""
-    return {s.name: Sourced(s.default, "default") for s in SETTINGS if s.default is not None}
+def flag(value: Any, name: str, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    raise _fail(name, source, "true or false", value)
 
 
-def config_layer(path: Path | None) -> dict[str, Sourced]:
-    """A YAML or JSON config file of settings."""
-    if path is None:
-        return {}
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"cannot read the config file {path}: {e}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"the config file {path} must hold a mapping of settings, not a {type(data).__name__}")
-    _refuse_unknown(data, str(path))
-    return {k: Sourced(v, f"{path.name} [{k}]") for k, v in data.items() if v is not None}
+def integer(low: int | None = None, high: int | None = None) -> Parse:
+    def parse(value: Any, name: str, source: str) -> int:
+        whole = isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit()) or (
+            isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not whole:
+            raise _fail(name, source, "a whole number", value)
+        number = int(float(value)) if not isinstance(value, str) else int(value.strip())
+        if (low is not None and number < low) or (high is not None and number > high):
+            bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise ConfigError(f"{name} from {source} is {number}; expected a whole number {bounds}")
+        return number
+    return parse
 
 
-def fold_layer(config: Layer, fold: str) -> dict[str, Sourced]:
-    """The settings the config file's ``folds`` mapping gives one fold."""
-    folds = config.get("folds")
-    if folds is None:
-        return {}
-    if not isinstance(folds.value, Mapping):
-        raise ConfigError(f"folds from {folds.source} must map fold names to settings, not {folds.value!r}")
-    own = folds.value.get(fold) or {}
-    if not isinstance(own, Mapping):
-        raise ConfigError(f"folds.{fold} from {folds.source} must be a mapping of settings")
-    wrong = sorted(k for k in own if k not in BY_NAME or not BY_NAME[k].per_fold)
-    if wrong:
-        raise ConfigError(f"folds.{fold} from {folds.source}: {wrong} are not per-fold settings; per-fold settings: "
-                          f"{', '.join(s.name for s in SETTINGS if s.per_fold)}")
-    where = folds.source.replace("[folds]", "[folds.{}.{}]")
-    return {k: Sourced(v, where.format(fold, k)) for k, v in own.items() if v is not None}
-
-
-def carried_layer(carried: Mapping[str, tuple[Any, str]]) -> dict[str, Sourced]:
-    return {k: Sourced(v, source) for k, (v, source) in carried.items()}
-
-
-def lookup(name: str, *layers: Layer) -> Sourced | None:
-    """The value of ``name`` from the first layer that has it."""
-    for layer in layers:
-        if name in layer:
-            return layer[name]
-    return None
+def number(low: float | None = None, high: float | None = None, open_low: bool = False) -> Parse:
+    def parse(value: Any, name: str, source: str) -> float:
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            x = float(value)
+        except (TypeError, ValueError):
+            raise _fail(name, source, "a number", value) from None
+        if (low is not None and (x < low or (open_low and x == low))) or (high is not None and x > high):
+            raise ConfigError(f"{name} from {source} is {x:g}; expected a number in {'(' if open_low else '['}{low:g}, "
+                              f"{high:g}]")
+        return x
+    return parse
 
 
 def as_list(value: Any, name: str, source: str) -> list[Any]:
@@ -203,7 +112,7 @@ def as_list(value: Any, name: str, source: str) -> list[Any]:
 
 
 def as_floats(value: Any, name: str, source: str, count: int | None = None) -> tuple[float, ...]:
-    items = as_list(value, name, source)
+    items = as_list(value if not isinstance(value, (int, float)) or isinstance(value, bool) else [value], name, source)
     try:
         numbers = tuple(float(v) for v in items)
     except (TypeError, ValueError):
@@ -211,6 +120,22 @@ def as_floats(value: Any, name: str, source: str, count: int | None = None) -> t
     if count is not None and len(numbers) != count:
         raise ConfigError(f"{name} from {source} must have {count} numbers, got {len(numbers)}")
     return numbers
+
+
+def floats(count: int | None = None, positive: bool = False) -> Parse:
+    def parse(value: Any, name: str, source: str) -> tuple[float, ...]:
+        numbers = as_floats(value, name, source, count)
+        if positive and any(x <= 0 for x in numbers):
+            raise ConfigError(f"{name} from {source} must be positive numbers, got {list(numbers)}")
+        return numbers
+    return parse
+
+
+def names(value: Any, name: str, source: str) -> tuple[str, ...]:
+    items = tuple(str(v).strip() for v in as_list(value, name, source) if str(v).strip())
+    if not items:
+        raise ConfigError(f"{name} from {source} is empty")
+    return items
 
 
 def is_file(value: Any) -> bool:
@@ -221,60 +146,48 @@ def is_file(value: Any) -> bool:
         return False
 
 
-def read_classes(value: Any, source: str) -> tuple[str, ...]:
-    """Class names from a list, comma-separated text, or a text file with one name per line."""
-    if is_file(value):
-        names = [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        names = [str(v) for v in as_list(value, "classes", source)]
-    if not names:
-        raise ConfigError(f"classes from {source} is empty")
-    return tuple(names)
-
-
-def read_thresholds(value: Any, source: str, classes: tuple[str, ...]) -> tuple[float, ...]:
-    """Per-class thresholds from a list (class order), a mapping, or a JSON/CSV file of either.
-
-    A CSV holds one row per class (``class,threshold``, header optional); ``builder thresholds`` writes JSON.
-    """
-    if is_file(value):
+def existing_file(value: Any, name: str, source: str) -> Path:
+    if isinstance(value, (str, Path)) and str(value).strip():
         path = Path(value)
-        source = str(path)
-        if path.suffix.lower() == ".csv":
-            table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
-            if table.shape[1] != 2:
-                raise ConfigError(f"{path} must have two columns, class and threshold")
-            if not _is_number(table.iloc[0, 1]):
-                table = table.iloc[1:]  # a header row
-            value = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
-        else:
-            try:
-                value = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ConfigError(f"cannot read thresholds from {path}: {e}") from None
-            if isinstance(value, Mapping) and "thresholds" in value:
-                value = value["thresholds"]
+        if is_file(path):
+            return path
+        raise ConfigError(f"{name} from {source}: {path} does not exist or is not a file")
+    raise _fail(name, source, "the path of a file", value)
+
+
+def read_classes(value: Any, source: str, name: str = "classes") -> tuple[str, ...]:
+    """Class names from a list, comma-separated text, or a text file with one name per line (spaces kept)."""
+    if is_file(value):
+        found = [line.strip() for line in Path(value).read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif isinstance(value, (list, tuple)):
+        found = [str(v).strip() for v in value if str(v).strip()]
+    else:
+        found = [str(v) for v in as_list(value, name, source)]
+    if not found:
+        raise ConfigError(f"{name} from {source} is empty")
+    repeated = sorted({c for c in found if found.count(c) > 1})
+    if repeated:
+        raise ConfigError(f"{name} from {source} repeats {repeated[:5]}")
+    return tuple(found)
+
+
+def class_names(value: Any, name: str, source: str) -> tuple[str, ...]:
+    return read_classes(value, source, name)
+
+
+def read_mapping(value: Any, name: str, source: str) -> dict[str, Any]:
+    """A mapping given inline, as JSON/YAML text, or as a JSON/YAML file."""
     if isinstance(value, Mapping):
-        unknown = sorted(set(map(str, value)) - set(classes))
-        missing = [c for c in classes if c not in value]
-        if unknown or missing:
-            raise ConfigError(
-                f"thresholds from {source} must name every class once: unknown {unknown}, missing {missing}"
-            )
-        value = [value[c] for c in classes]
-    numbers = as_floats(value, "thresholds", source, count=len(classes))
-    bad = [f"{c}={t}" for c, t in zip(classes, numbers) if not 0.0 <= t <= 1.0]
-    if bad:
-        raise ConfigError(f"thresholds from {source} must lie in [0, 1]: {', '.join(bad)}")
-    return numbers
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        return dict(value)
+    if isinstance(value, (str, Path)):
+        text_ = Path(value).read_text(encoding="utf-8") if is_file(value) else str(value)
+        try:
+            data = yaml.safe_load(text_)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{name} from {source} is not a mapping: {e}") from None
+        if isinstance(data, Mapping):
+            return dict(data)
+    raise ConfigError(f"{name} from {source} must be a mapping (or a JSON/YAML file of one), not {value!r}")
 
 
 # keys of a model's constructor arguments that name a file for it to read (timm's checkpoint_path, pretrained_cfg's
@@ -302,16 +215,264 @@ def refuse_file_keys(kwargs: Mapping[str, Any], name: str, source: str) -> None:
             todo.append((f"{where}.{key}", inner))
 
 
-def read_mapping(value: Any, name: str, source: str) -> dict[str, Any]:
-    """A mapping given inline, as JSON text, or as a JSON/YAML file."""
+def model_kwargs(value: Any, name: str, source: str) -> dict[str, Any]:
+    kwargs = read_mapping(value, name, source)
+    refuse_file_keys(kwargs, name, source)
+    return kwargs
+
+
+def mapping_file(value: Any, name: str, source: str) -> dict[str, Any]:
+    return read_mapping(value, name, source)
+
+
+def code_ref(value: Any, name: str, source: str) -> str:
+    """"FILE.py:ATTR" or "FOLDER:module.ATTR", whose path exists (what it names is checked when it is frozen)."""
+    value = text(value, name, source)
+    path, sep, attribute = value.rpartition(":")
+    if not sep or not path or not attribute:
+        raise ConfigError(f"{name} from {source} is {value!r}; write FILE.py:FUNCTION or FOLDER:module.FUNCTION")
+    if not Path(path).exists():
+        raise ConfigError(f"{name} from {source}: {path} does not exist")
+    return value
+
+
+def model_output(value: Any, name: str, source: str) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    value = text(value, name, source)
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def image_size(value: Any, name: str, source: str) -> tuple[int, int, int]:
+    """384, [384, 512] or "384,512" (height, width) -> (3, height, width)."""
+    numbers = [v for v in as_floats(value, name, source)]
+    if len(numbers) not in (1, 2) or any(v <= 0 or not float(v).is_integer() for v in numbers):
+        raise ConfigError(f"{name} from {source} must be one whole number or height,width, got {value!r}")
+    h, w = (numbers[0], numbers[0]) if len(numbers) == 1 else numbers
+    return 3, int(h), int(w)
+
+
+def input_size(value: Any, name: str, source: str) -> tuple[int, int, int]:
+    c, h, w = as_floats(value, name, source, count=3)
+    if min(c, h, w) <= 0 or not all(float(v).is_integer() for v in (c, h, w)):
+        raise ConfigError(f"{name} from {source} must be three whole numbers 3,height,width, got {value!r}")
+    return int(c), int(h), int(w)
+
+
+def heads(value: Any, name: str, source: str) -> tuple[Head, ...]:
+    """"mask=3,gender=2,age=3", or a mapping/list of name: size in order."""
+    pairs = list(value.items()) if isinstance(value, Mapping) else [
+        tuple(item.split("=", 1)) if isinstance(item, str) and "=" in item else (None, None)
+        for item in as_list(value, name, source)]
+    try:
+        found = tuple(Head(str(n).strip(), int(size)) for n, size in pairs)
+    except (TypeError, ValueError):
+        found = ()
+    if not found or any(h.size < 1 or not h.name or h.name == "None" for h in found):
+        raise ConfigError(f"{name} from {source} is {value!r}; write name=size,... in the model's output order, "
+                          "e.g. mask=3,gender=2,age=3")
+    return found
+
+
+def weights(value: Any, name: str, source: str) -> tuple[float, ...] | dict[str, float]:
+    """Ensemble weights: a list in fold order, or a mapping of fold or model names to weights."""
     if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, (str, Path)):
-        text = Path(value).read_text(encoding="utf-8") if is_file(value) else str(value)
+        out = {}
+        for key, w in value.items():
+            out[str(key)] = number(0.0, float("inf"), open_low=True)(w, f"{name}.{key}", source)
+        return out
+    return floats(positive=True)(value, name, source)
+
+
+def thresholds(value: Any, name: str, source: str) -> tuple[float, ...] | dict[str, float]:
+    """Per-class thresholds: a list (class order), a mapping {class: t}, or a JSON/CSV file of either; each in
+    [0, 1]. They are put in class order once the classes are known."""
+    if is_file(value):
+        path = Path(value)
+        source = str(path)
+        if path.suffix.lower() == ".csv":
+            table = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+            if table.shape[1] != 2:
+                raise ConfigError(f"{path} must have two columns, class and threshold")
+            if not _is_number(table.iloc[0, 1]):
+                table = table.iloc[1:]  # a header row
+            value = dict(zip(table.iloc[:, 0], table.iloc[:, 1]))
+        else:
+            try:
+                value = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"cannot read thresholds from {path}: {e}") from None
+            if isinstance(value, Mapping) and "thresholds" in value:
+                value = value["thresholds"]
+    unit = number(0.0, 1.0)
+    if isinstance(value, Mapping):
+        return {str(k): unit(v, f"{name}.{k}", source) for k, v in value.items()}
+    return tuple(unit(v, name, source) for v in as_floats(value, name, source))
+
+
+def cutoffs(value: Any, name: str, source: str) -> tuple[float, ...]:
+    """Increasing cutoffs, or the JSON file ``builder thresholds --metric qwk`` writes."""
+    if isinstance(value, (str, Path)) and str(value).endswith(".json") and is_file(value):
+        value = json.loads(Path(value).read_text(encoding="utf-8")).get("cutoffs")
+    found = as_floats(value, name, source)
+    if list(found) != sorted(found):
+        raise ConfigError(f"{name} from {source} must be increasing, got {list(found)}")
+    return found
+
+
+def column_list(value: Any, name: str, source: str) -> list[Mapping[str, Any]]:
+    """The metadata columns: a YAML/JSON list of declarations, inline or in a file."""
+    if is_file(value):
         try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{name} from {source} is not a mapping: {e}") from None
-        if isinstance(data, Mapping):
-            return dict(data)
-    raise ConfigError(f"{name} from {source} must be a mapping (or a JSON/YAML file of one), not {value!r}")
+            value = yaml.safe_load(Path(value).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, OSError) as e:
+            raise ConfigError(f"cannot read the metadata columns {value}: {e}") from None
+    if not isinstance(value, list) or not all(isinstance(c, Mapping) for c in value):
+        raise ConfigError(f"{name} from {source} must be a list of column declarations "
+                          f"({{name, type: categorical|numeric|count, ...}}), not {value!r}")
+    return list(value)
+
+
+def per_name(value: Any, name: str, source: str) -> dict[str, dict[str, Any]]:
+    """``folds`` / ``models``: a mapping of names to mappings of settings (parsed by ``resolve``)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} from {source} must map names to settings, not {value!r}")
+    out = {}
+    for key, settings in value.items():
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{name}.{key} from {source} must be a mapping of settings")
+        out[str(key)] = dict(settings)
+    return out
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+# --- the declarations -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    """One pack setting: the ``--option``, the config file key and the settings report are all made from this."""
+
+    name: str  # the config file key; the option is --name-with-dashes
+    type: type  # what the option takes on the command line: str, int, float, bool, Path or list
+    help: str  # the --help text and the config file reference: whole sentences
+    parse: Parse  # what a value becomes, checked
+    default: Any = None  # the value when nothing else gives one (None: decided from the folds or the sample)
+    per_fold: bool = False  # resolved for each fold, where the checkpoint may carry it
+    flag: str | None = None  # the option's declaration when it is not --name, e.g. "--ema/--no-ema"
+    cli: bool = True  # an option too (False: the config file only)
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        found = getattr(self.parse, "choices", None)
+        return tuple(found) if found is not None else None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # what to read
+    Setting("sample_submission", Path, "The competition's sample_submission.csv: it fixes the id column, the columns, "
+            "the format and the row order.", existing_file),
+    Setting("pick", str, "A file name pattern that chooses the checkpoint in each fold's folder, e.g. 'last.ckpt'.", text),
+    Setting("ema", bool, "Use state_dict_ema when a checkpoint has one (--no-ema: state_dict).", flag, True,
+            flag="--ema/--no-ema"),
+    Setting("allow_unsafe_pickle", bool, "Read checkpoints by full unpickling, which runs code from the file: for a "
+            "whole pickled model (torch.save(model)) or a TorchScript archive you trust. It is converted to a "
+            "state_dict at pack time.", flag, False, flag="--allow-unsafe-pickle"),
+    # the model of each fold
+    Setting("arch", str, "The timm model name of every fold (default: what the checkpoints record).", text, per_fold=True),
+    Setting("num_classes", int, "Classes of the model head (default: from the checkpoint's classifier).", integer(1),
+            per_fold=True),
+    Setting("model_code", str, "Your model code instead of a timm name: FILE.py:FACTORY, or FOLDER:module.FACTORY "
+            "(a function or class that returns the nn.Module); its files are frozen in the bundle.", code_ref,
+            per_fold=True),
+    Setting("model_kwargs", str, "Keyword arguments of timm.create_model or of your factory, as JSON, e.g. "
+            "'{\"img_size\": 384}'.", model_kwargs, per_fold=True),
+    Setting("model_output", str, "Which output of forward() to use when it returns a tuple (an index) or a dict "
+            "(a key).", model_output, per_fold=True),
+    Setting("folds", dict, "Settings of single folds, by fold name: {fold0: {model_code: ..., model_kwargs: ...}} "
+            "(they override the file's other settings for that fold).", per_name, cli=False),
+    Setting("models", dict, "Settings of the folds of one model folder, by the folder's name: {effnet_b4: {img_size: "
+            "380}} (they override the file's other settings for those folds).", per_name, cli=False),
+    Setting("requirements", list, "Packages your code imports beyond the runtime's (torch, timm, torchvision, ...): "
+            "NAME, repeatable or a,b; they are pinned to the versions installed here.", names),
+    # preprocessing of each fold
+    Setting("img_size", str, "The model input size: 384, or 384,512 for height,width.", image_size, per_fold=True),
+    Setting("input_size", str, "The model input as 3,height,width.", input_size, per_fold=True),
+    Setting("crop_pct", float, "The fraction kept by the eval centre crop, in (0, 1]; 1.0 with --crop-mode squash is "
+            "a plain resize.", number(0.0, 1.0, open_low=True), per_fold=True),
+    Setting("crop_mode", str, "How the eval transform crops: center, squash or border (timm's eval crop modes).",
+            choice(CROP_MODES), per_fold=True),
+    Setting("interpolation", str, "The resize filter: bilinear, bicubic, nearest, box, hamming or lanczos.",
+            choice(INTERPOLATIONS), per_fold=True),
+    Setting("mean", str, "The normalisation mean, three numbers: 0.485,0.456,0.406.", floats(3), per_fold=True),
+    Setting("std", str, "The normalisation std, three numbers.", floats(3, positive=True), per_fold=True),
+    Setting("decode", str, "JPEG decoding: exact, or fast (a JPEG over twice the largest model input is decoded by "
+            "libjpeg at 1/2, 1/4 or 1/8 scale before the same resize: faster on large photos, close to exact but "
+            "not bit-identical; check with the benchmark).", choice(DECODE_MODES), "exact"),
+    Setting("preprocess", str, "Your own preprocessing before the resize: FILE.py:FUNCTION, called once per decoded "
+            "image with an (H, W, 3) uint8 RGB array (or a PIL image, when its first parameter is annotated so) and "
+            "returning the same kind; its files are frozen in the bundle.", code_ref, per_fold=True),
+    Setting("albumentations", Path, "A JSON file of A.to_dict(eval_transform), used instead of timm's resize and "
+            "normalisation; the model input size is what the transform makes.", mapping_file, per_fold=True),
+    # the ensemble
+    Setting("fold_weights", str, "The ensemble weight of each fold, in fold order: 1,1,2; or, in the config file, a "
+            "mapping of fold or model folder names to weights (default: equal).", weights),
+    Setting("tta", str, "The TTA preset: none, hflip, vflip, flips or d4.", choice(TTA_PRESETS), "none"),
+    Setting("merge", str, "How folds and views are merged: mean, gmean (geometric), logits (the mean of logits) or "
+            "rank (percentile ranks over the whole test set, averaged: for AUC; it keeps models x images x classes in "
+            "memory).", choice(MERGE_MODES), "mean"),
+    # metadata beside the images
+    Setting("metadata_file", str, "Where the metadata CSV lies, relative to the test folder: test.csv, or ../test.csv "
+            "beside it (the image also takes --metadata PATH).", text),
+    Setting("metadata_id_column", str, "The metadata CSV's id column (default: the sample's id column, else the "
+            "first).", text),
+    Setting("metadata_columns", Path, "The metadata encoding: a YAML/JSON list of {name, type: categorical|numeric|"
+            "count, categories, fill, log1p, normalize, scale} in the model's feature order.", column_list),
+    Setting("metadata_encoder", str, "Your metadata encoder instead: FILE.py:FUNCTION, called once with every row of "
+            "the metadata CSV (and a 'path' column); it returns an array of one row of features per CSV row.",
+            code_ref),
+    Setting("metadata_width", int, "The features your metadata encoder returns per image, when no --train-metadata "
+            "shows it.", integer(1)),
+    Setting("train_metadata", Path, "The training metadata CSV: vocabularies and statistics of the declared columns "
+            "are taken from it, and the encoder is checked on it.", existing_file),
+    # the task and the submission
+    Setting("heads", str, "Several heads combined into the classes, in order: mask=3,gender=2,age=3 (multiclass: "
+            "their product, first head most significant; multilabel: side by side).", heads),
+    Setting("task", str, "The task: multiclass, multilabel or regression (default: from the sample, the folds' outputs "
+            "and what their training recorded, or an error that asks).", choice(TASKS)),
+    Setting("classes", str, "The class names in model output order: a,b,c, or a file with one per line.", class_names),
+    Setting("id_column", str, "The name of the id column (default: the sample's first column, else 'id').", text),
+    Setting("format", str, "The output format (default: inferred from the sample).", choice(formats.FORMATS)),
+    Setting("label_as", str, "What label cells hold: name or index (default: inferred from the sample).",
+            choice(LABEL_AS)),
+    Setting("thresholds", Path, "Per-class thresholds (multilabel): a JSON list or {class: t}, or a CSV of "
+            "class,threshold.", thresholds),
+    Setting("oof", Path, "Out-of-fold probabilities (id + class columns): the thresholds are tuned on them (macro "
+            "F1; see `builder thresholds`).", existing_file),
+    Setting("oof_labels", Path, "The true labels of --oof.", existing_file),
+    Setting("at_least_one", bool, "Multilabel: give a row with no class above its threshold its most probable "
+            "class.", flag, False, flag="--at-least-one/--no-at-least-one"),
+    Setting("top_k", int, "Class names per row, most probable first (this implies the space-separated 'labels' "
+            "format).", integer(1)),
+    Setting("new_class", str, "Top-k: a class name (e.g. new_whale) inserted where the next probability falls below "
+            "--new-threshold.", text),
+    Setting("new_threshold", float, "Top-k: the probability below which --new-class is inserted.", number(0.0, 1.0)),
+    Setting("positive_class", str, "The class (name or index) whose probability one value column holds: the 'binary' "
+            "format of a multiclass model (default for two classes: the second, or the one named 1/true/positive).",
+            text),
+    Setting("cutoffs", str, "Regression: cut the value into integer grades at these increasing cutoffs "
+            "(0.5,1.5,2.5,3.5), or a JSON file from `builder thresholds --metric qwk`.", cutoffs),
+    Setting("decimals", int, "Digits after the decimal point in probability cells.", integer(0, 12), 6),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+PER_FOLD = tuple(s.name for s in SETTINGS if s.per_fold)

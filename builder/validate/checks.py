@@ -99,8 +99,9 @@ def check_table(table: pd.DataFrame, exp: Expectation, test_ids: set[str] | None
                             level="warning"))
     if test_ids is not None:
         absent, unlisted = sorted(want - test_ids), sorted(test_ids - want)
-        stale = "; ".join(p for p in (f"{len(absent)} sample id(s) have no test image: {show(absent)}" if absent else "",
-                                      f"{len(unlisted)} test image(s) are not in the sample: {show(unlisted)}" if unlisted else "") if p)
+        parts = (f"{len(absent)} sample id(s) have no test image: {show(absent)}" if absent else "",
+                 f"{len(unlisted)} test image(s) are not in the sample: {show(unlisted)}" if unlisted else "")
+        stale = "; ".join(p for p in parts if p)
         checks.append(Check("stale sample", not stale, stale, level="warning"))
     checks.append(_empty_cells(table, exp))
     value_columns = [c for c in exp.columns if c != exp.id_column and c in table.columns]
@@ -118,5 +119,15 @@ def _constant_columns(values: pd.DataFrame) -> list[Check]:
     return [Check("constant column", not same, detail, level="warning")]
 
 
+def verdict(checks: list[Check]) -> str:
+    """"failed" when a check failed; "undecided" when none failed but one could not be decided from what validate
+    was told; else "passed"."""
+    if any(not c.passed and c.level == "error" for c in checks):
+        return "failed"
+    if any(not c.passed and c.level == "undecided" for c in checks):
+        return "undecided"
+    return "passed"
+
+
 def passed(checks: list[Check]) -> bool:
-    return all(c.passed or c.level == "warning" for c in checks)
+    return verdict(checks) == "passed"

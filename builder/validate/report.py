@@ -1,5 +1,6 @@
 """``builder validate``: run the image the way graders do (``run``), check its CSV as a leaderboard does
-(``checks``), score it (``scoring``), and gather it all in one report."""
+(``checks``, under each reading ``expect`` allows), score it (``scoring``), and gather it all in one report whose
+verdict is passed, failed, or undecided (a check that what validate was told cannot decide)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,36 @@ from docker.errors import ImageNotFound
 
 from builder.errors import ConfigError, DockerError
 from builder.image.engine import connect
-from builder.pack.sample import read_sample
+from builder.sample import Sample, read_sample
+from builder.truth import aligned, read_truth
 from builder.validate import expect
-from builder.validate.checks import check_table, passed, read_table
+from builder.validate.checks import check_table, read_table, verdict
 from builder.validate.run import RunReport, grader_run, project, run_checks
 from builder.validate.scoring import Score, score
 from submission.atomic import atomic_path
-from submission.formats.base import Check
+from submission.formats.base import Check, Expectation
 from submission.inputs.images import has_image_suffix, list_images
 from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest
+
+
+@dataclass(frozen=True)
+class ValidateRequest:
+    """What ``builder validate`` is asked: an image to run (or a CSV alone), what to check it against, the limits."""
+
+    image: str | None = None  # the submission image to run (None with csv)
+    csv: Path | None = None  # a CSV to check alone, without running an image
+    data: Path | None = None  # the test folder the image runs on, mounted read-only at /data
+    sample: Path | None = None  # the platform's sample (default: the one bundled in the image)
+    labels: Path | None = None  # true labels: score the CSV
+    metric: str | None = None  # the headline metric
+    time_limit: float | None = None  # seconds; the run is stopped there and fails
+    memory: str | None = None  # the container's memory limit, e.g. "16g"
+    cpus: float | None = None  # the container's CPU limit
+    gpus: bool = False  # give the container every GPU
+    expected_rows: int | None = None  # rows of the hidden test set (default: the sample's)
+    out_dir: Path | None = None  # keep the run's output folder here
+    told: expect.Told = expect.Told()  # what is known of a CSV checked alone
+    ignore_sample: bool = False  # data is a held-out folder, not the test set: the image predicts what it finds
 
 
 @dataclass
@@ -38,12 +60,16 @@ class Report:
     inferred: list[str] = field(default_factory=list)  # what was inferred of a CSV checked alone, and why
 
     @property
+    def verdict(self) -> str:
+        return verdict(self.checks)
+
+    @property
     def passed(self) -> bool:
-        return passed(self.checks)
+        return self.verdict == "passed"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["passed"] = self.passed
+        data["passed"], data["verdict"] = self.passed, self.verdict
         return data
 
 
@@ -73,72 +99,82 @@ def image_manifest(client: docker.DockerClient, image: str) -> tuple[Manifest, b
         container.remove(force=True)
 
 
-def validate(
-    *, image: str | None, csv: Path | None, data: Path | None, sample_path: Path | None, labels: Path | None,
-    metric: str | None = None, time_limit: float | None = None, memory: str | None = None, cpus: float | None = None,
-    gpus: bool = False, expected_rows: int | None = None, out_dir: Path | None = None, task: str | None = None,
-    classes: tuple[str, ...] | None = None, top_k: int = 1, positive_class: str | None = None,
-    ignore_sample: bool = False, log: Callable[[str], None] = lambda line: None,
-) -> Report:
-    """Run ``image`` on ``data`` (or take ``csv`` as it is), check the CSV, and score it with ``labels``.
-
-    ``ignore_sample`` runs the image on a folder other than the competition's test set (a held-out
-    validation folder): the image predicts the images it finds, and the CSV is checked against ``sample_path``.
-    """
-    if (image is None) == (csv is None):
+def validate(request: ValidateRequest, log: Callable[[str], None] = lambda line: None) -> Report:
+    """Run the image on the test folder (or take the CSV as it is), check the CSV, and score it with the labels."""
+    r = request
+    if (r.image is None) == (r.csv is None):
         raise ConfigError("validate either an IMAGE (with --data) or a --csv file")
-    if ignore_sample and sample_path is None:
+    if r.ignore_sample and r.sample is None:
         raise ConfigError("--ignore-sample needs --sample-submission: the sample of the folder given with --data")
-    report = Report(image=image)
-    manifest, bundled_sample = None, None
-    client = None
-    if image is not None:
-        client = connect()
-        manifest, bundled_sample = image_manifest(client, image)
+    if r.image is not None and r.data is None:
+        raise ConfigError("--data TEST_DIR is needed to run the image")
+    report = Report(image=r.image)
+    client = connect() if r.image is not None else None
+    manifest, bundled = image_manifest(client, r.image) if client is not None else (None, None)
     with tempfile.TemporaryDirectory(prefix="submission-validate-") as tmp:
-        if sample_path is None and bundled_sample is not None:
-            sample_path = Path(tmp) / "bundled_sample.csv"
-            sample_path.write_bytes(bundled_sample)
-        if sample_path is None:
-            raise ConfigError("no sample submission: pass --sample-submission (the image bundles none)")
-        sample = read_sample(sample_path, manifest.output.id_column if manifest else None)
-        if bundled_sample is not None and not ignore_sample and Path(sample_path).read_bytes() != bundled_sample:
-            report.checks.append(Check("sample differs", False, f"{sample_path} is not the sample bundled in {image}: "
-                                                                "pack again with the platform's current sample"))
-        if image is not None:
-            if data is None:
-                raise ConfigError("--data TEST_DIR is needed to run the image")
-            out = Path(out_dir) if out_dir else Path(tmp) / "output"
-            out.mkdir(parents=True, exist_ok=True)
-            out.chmod(0o777)
-            args = ["/data", "--ignore-sample"] if ignore_sample else ["/data"]
-            report.run = grader_run(client, image, args, data, out, time_limit=time_limit, memory=memory, cpus=cpus,
-                                   gpus=gpus, log=log)
-            report.checks.extend(run_checks(report.run, time_limit))
-            csv = out / "submission.csv"
-            report.projection = project(report.run, expected_rows or len(sample.ids), time_limit)
-            if report.projection and time_limit and report.projection["fraction_of_limit"] > 0.8:
-                p = report.projection
-                report.checks.append(Check("time limit", False, f"projected {p['projected_seconds']:.0f}s for "
-                                           f"{p['expected_rows']} rows is {p['fraction_of_limit']:.0%} of the limit",
-                                           level="warning"))
+        sample = _sample(r, manifest, bundled, Path(tmp), report)
+        csv = _run(r, client, sample, Path(tmp), report, log) if client is not None else r.csv
         checks, table = read_table(csv)
         report.checks.extend(checks)
-        if manifest is not None:
-            exp = expect.from_manifest(manifest, sample)
-        else:
-            cells = table[[c for c in sample.value_columns if c in table.columns]] if table is not None else None
-            exp = expect.inferred(sample, cells, task=task, classes=classes, top_k=top_k, positive_class=positive_class)
-            report.inferred = list(exp.notes)
         if table is not None:
-            test_ids = None
-            if data is not None:
-                with_suffix = all(has_image_suffix(i) for i in sample.ids)
-                test_ids = {p.name if with_suffix else p.stem for p in list_images(data)}
-            report.checks.extend(check_table(table, exp, test_ids))
-            if labels is not None and report.passed:
-                report.score = score(table, exp, labels, metric)
+            exp = _check(r, manifest, sample, table, report)
+            if r.labels is not None and report.passed:
+                report.score = score(table, exp, r.labels, r.metric)
     return report
+
+
+def _sample(r: ValidateRequest, manifest: Manifest | None, bundled: bytes | None, tmp: Path, report: Report) -> Sample:
+    """The sample to check against (the one given, else the image's), and whether it is the image's."""
+    path = r.sample
+    if path is None and bundled is not None:
+        path = tmp / "bundled_sample.csv"
+        path.write_bytes(bundled)
+    if path is None:
+        raise ConfigError("no sample submission: pass --sample-submission (the image bundles none)")
+    sample = read_sample(path, manifest.output.id_column if manifest else None)
+    if bundled is not None and not r.ignore_sample and Path(path).read_bytes() != bundled:
+        report.checks.append(Check("sample differs", False, f"{path} is not the sample bundled in {r.image}: pack again "
+                                                            "with the platform's current sample"))
+    return sample
+
+
+def _run(r: ValidateRequest, client: docker.DockerClient, sample: Sample, tmp: Path, report: Report,
+         log: Callable[[str], None]) -> Path:
+    """The grader-like run; its checks and the projection of the hidden set's time. Returns the CSV it wrote."""
+    out = Path(r.out_dir) if r.out_dir else tmp / "output"
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o777)
+    args = ["/data", "--ignore-sample"] if r.ignore_sample else ["/data"]
+    report.run = grader_run(client, r.image, args, r.data, out, time_limit=r.time_limit, memory=r.memory, cpus=r.cpus,
+                            gpus=r.gpus, log=log)
+    report.checks.extend(run_checks(report.run, r.time_limit))
+    report.projection = project(report.run, r.expected_rows or len(sample.ids), r.time_limit)
+    if report.projection and r.time_limit and report.projection["fraction_of_limit"] > 0.8:
+        p = report.projection
+        report.checks.append(Check("time limit", False, f"projected {p['projected_seconds']:.0f}s for "
+                                   f"{p['expected_rows']} rows is {p['fraction_of_limit']:.0%} of the limit",
+                                   level="warning"))
+    return out / "submission.csv"
+
+
+def _check(r: ValidateRequest, manifest: Manifest | None, sample: Sample, table: Any, report: Report) -> Expectation:
+    """The content checks, under the manifest's expectation or under every reading of the sample; returns the
+    expectation to score under."""
+    test_ids = None
+    if r.data is not None:
+        with_suffix = all(has_image_suffix(i) for i in sample.ids)
+        test_ids = {p.name if with_suffix else p.stem for p in list_images(r.data)}
+    if manifest is not None:
+        exp = expect.from_manifest(manifest, sample)
+        report.checks.extend(check_table(table, exp, test_ids))
+        return exp
+    found = expect.readings(sample, r.told)
+    report.inferred = expect.notes(found)
+    per_reading = [(reading, check_table(table, reading, test_ids)) for reading in found]
+    report.checks.extend(expect.merge(per_reading))
+    truth = aligned(read_truth(r.labels, sample.id_column), table[sample.id_column]) if r.labels and report.passed \
+        else None
+    return expect.for_scoring(found, {i: checks for i, (_, checks) in enumerate(per_reading)}, truth)
 
 
 def write_report(report: Report, path: Path) -> None:

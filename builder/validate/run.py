@@ -69,7 +69,8 @@ def run_checks(run: RunReport, time_limit: float | None) -> list[Check]:
     if run.network_attempted:
         lines = [line for line in run.log_tail.splitlines() if NETWORK_SIGNS.search(line)]
         checks.append(Check("network access", False,
-                            f"the run tried to reach the network, which graders cut off: {lines[-1][:300] if lines else ''}"))
+                            "the run tried to reach the network, which graders cut off: "
+                            + (lines[-1][:300] if lines else "")))
     if run.oom_killed:
         checks.append(Check("out of memory", False, "the container was killed for exceeding its memory limit"))
     if not run.timed_out:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from builder import metrics
 from builder.errors import ConfigError
+from builder.task import decide
 from builder.truth import aligned, class_matrix, numbers, read_truth
 from submission import formats
 from submission.formats.base import Expectation, ReadBack
@@ -41,6 +42,7 @@ def _class_scores(back: ReadBack, truth: pd.DataFrame, exp: Expectation, beta: f
             scores["roc_auc_macro"] = metrics.macro_roc_auc(true, probs)
     else:
         scores = metrics.multiclass_scores(true.argmax(1), pred.argmax(1), len(classes))
+        scores["qwk"] = metrics.quadratic_weighted_kappa(true.argmax(1), pred.argmax(1))  # classes as ordered grades
         if probs is not None:
             scores["log_loss"] = metrics.log_loss(true.argmax(1), probs, "multiclass")
             scores["roc_auc_macro"] = metrics.macro_roc_auc(true, probs)
@@ -48,35 +50,33 @@ def _class_scores(back: ReadBack, truth: pd.DataFrame, exp: Expectation, beta: f
 
 
 def score(table: pd.DataFrame, exp: Expectation, labels: Path, metric: str | None = None, beta: float = 2.0) -> Score:
-    """Score a submission that passed the checks against the labels file."""
+    """Score a submission that passed the checks against the labels file: the format's spec reads it back, and what
+    it holds decides the metrics."""
     truth = aligned(read_truth(labels, exp.id_column), table[exp.id_column])
     spec = formats.get(exp.format)
     values = table[[c for c in exp.columns if c != exp.id_column]].reset_index(drop=True)
+    if exp.task is None and not spec.per_class_columns and exp.positive_class is None:  # the labels tell
+        decided = decide(labels=truth, classes=exp.classes)
+        exp = replace(exp, task=decided.task) if decided.task in spec.tasks else exp
+    exp = replace(exp, classes=exp.classes or tuple(truth.columns))
+    back = spec.read_back(values, exp)
     per_class: list = []
-    if exp.format in ("binary",):
-        back = spec.read_back(values, exp)
+    if back.scores is not None:  # one class's probability
         true = numbers(truth, exp.positive_class)
         scores = {"roc_auc": metrics.roc_auc(true, back.scores), "log_loss": metrics.binary_log_loss(true, back.scores),
                   "accuracy": float(np.mean((back.scores >= 0.5) == (true >= 0.5)))}
-    elif exp.format == "value":
-        back = spec.read_back(values, exp)
+    elif back.values is not None:  # a value or a grade
         true = numbers(truth)
         scores = metrics.regression_scores(true, back.values)
         if exp.grades:
             scores = {"qwk": metrics.quadratic_weighted_kappa(true, back.values),
                       "accuracy": float(np.mean(true == back.values)), **scores}
-    else:
-        if exp.format == "labels" and exp.task is None:  # the sample left it open: the labels tell
-            several = any(len(str(c).split()) > 1 and str(c).strip() not in (exp.classes or ()) for c in truth.iloc[:, 0])
-            k = max((len(str(c).split()) for c in values.iloc[:, 0]), default=1)
-            exp = replace(exp, task="multilabel" if several else "multiclass", top_k=1 if several else max(k, 1))
-        back = spec.read_back(values, replace(exp, classes=exp.classes or tuple(truth.columns)))
-        if back.ranked is not None and exp.top_k > 1:
-            true_names = [str(c).strip() for c in truth.iloc[:, 0]]
-            scores = {f"map@{exp.top_k}": metrics.mean_average_precision_at_k(true_names, back.ranked, exp.top_k),
-                      "accuracy": float(np.mean([bool(r) and r[0] == t for t, r in zip(true_names, back.ranked)]))}
-        else:
-            scores, per_class = _class_scores(back, truth, replace(exp, classes=exp.classes or tuple(truth.columns)), beta)
+    elif back.ranked is not None and exp.top_k > 1:  # class names, best first
+        true_names = [str(c).strip() for c in truth.iloc[:, 0]]
+        scores = {f"map@{exp.top_k}": metrics.mean_average_precision_at_k(true_names, back.ranked, exp.top_k),
+                  "accuracy": float(np.mean([bool(r) and r[0] == t for t, r in zip(true_names, back.ranked)]))}
+    else:  # class decisions (and probabilities)
+        scores, per_class = _class_scores(back, truth, exp, beta)
     name = metric or spec.default_metric(exp)
     if name not in scores:
         raise ConfigError(f"metric {name!r} is not computed for this submission; choose one of: {', '.join(scores)}")

@@ -19,11 +19,10 @@ import pandas as pd
 import timm
 import torch
 import torch.nn.functional as F
+from models import CosineNet, MaskNet, MetaNet
 from PIL import Image
 from sklearn.model_selection import StratifiedKFold
 from timm.data import create_transform
-
-from models import CosineNet, MaskNet, MetaNet
 
 TRANSFORM = create_transform(input_size=(3, 32, 32), is_training=False, mean=(0.5,) * 3, std=(0.5,) * 3,
                              interpolation="bilinear", crop_pct=1.0)

@@ -66,7 +66,8 @@ def main() -> None:
     ids, x, y, size = load(args.out, args.task)
     splitter = StratifiedKFold if args.task == "multiclass" else KFold
     oof = np.zeros((len(ids), 10))
-    for fold, (train, held_out) in enumerate(splitter(args.folds, shuffle=True, random_state=0).split(x, y if args.task == "multiclass" else None)):
+    split = splitter(args.folds, shuffle=True, random_state=0).split(x, y if args.task == "multiclass" else None)
+    for fold, (train, held_out) in enumerate(split):
         model = train_fold(x[train], y[train], args.task, args.epochs, seed=fold)
         with torch.no_grad():
             logits = model(x[held_out])

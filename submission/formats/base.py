@@ -1,29 +1,60 @@
 """What every output format spec provides, and the pieces the specs share (checks, cell parsing, listings).
 
-A format spec owns everything about one submission layout: the tasks it serves, its header, how it is inferred
-from a sample submission, how a table is written from probabilities, how a CSV of it is checked the way a
-leaderboard checks it, and how such a CSV is read back for scoring. Specs are pure numpy/pandas: the builder
-imports them without torch.
+A format spec owns everything about one submission layout: the tasks it serves, its header and defaults, what a
+sample of its layout says of the task, every way a sample can be read as this format given what is known
+(``readings``: pack takes the one reading, validate checks a CSV under each), how a table is written from
+probabilities, how a CSV of it is checked the way a leaderboard checks it, and how such a CSV is read back for
+scoring. Specs are pure numpy/pandas and sit below the bundle contract: they read a manifest through the
+``ManifestLike`` protocol and import nothing of it, so the builder imports them without torch.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
-
-if TYPE_CHECKING:
-    from submission.manifest import Manifest
 
 INTEGER = re.compile(r"[+-]?\d+")
 SHOW = 5  # how many offending cells a check lists before "and N more"
 
 
+class DecisionLike(Protocol):
+    """What a spec reads of the manifest's decisions (``submission.manifest.Decision``)."""
+
+    thresholds: tuple[float, ...]
+    at_least_one: bool
+    top_k: int
+    positive_class: str | None
+    cutoffs: tuple[float, ...]
+    new_class: str | None
+    new_threshold: float | None
+
+
+class OutputLike(Protocol):
+    """What a spec reads of the manifest's output settings (``submission.manifest.Output``)."""
+
+    format: str
+    id_column: str
+    columns: tuple[str, ...]
+    label_as: str
+    decimals: int
+
+
+class ManifestLike(Protocol):
+    """What a spec reads of a bundle's manifest (``submission.manifest.Manifest``)."""
+
+    task: str
+    classes: tuple[str, ...]
+    merge: str
+    decision: DecisionLike
+    output: OutputLike
+
+
 class SampleLike(Protocol):
-    """What a spec reads of a sample submission (``builder.pack.sample.Sample``)."""
+    """What a spec reads of a sample submission (``builder.sample.Sample``)."""
 
     columns: tuple[str, ...]
     id_column: str
@@ -35,14 +66,25 @@ class SampleLike(Protocol):
 
 @dataclass(frozen=True)
 class Context:
-    """What is known besides the sample when a format is inferred: at pack time the task and the models' outputs;
-    when a CSV is validated alone, the options given and the CSV's own cells."""
+    """What is known besides the sample when a format is inferred: at pack time the task, the models' outputs and
+    the options; when a CSV is validated alone, the options only. The file under check is never part of it: only
+    the sample, the options and the manifest decide how a submission is read."""
 
     task: str | None = None  # None: not known
     outputs: int | None = None  # the number of classes the models' heads give (pack), None when validating
     top_k: int = 1
     positive_class: str | None = None
-    cells: pd.DataFrame | None = None  # the submission's value cells, as text (validate --csv)
+    classes: tuple[str, ...] | None = None  # the class names, when known
+    format: str | None = None  # the format asked for (--format), None when it is to be inferred
+
+
+@dataclass(frozen=True)
+class SampleTask:
+    """What a sample's layout says of the task."""
+
+    task: str | None  # None: the layout fits more than one task
+    why: str
+    k: int = 1  # names per row, for a sample whose every row names k classes
 
 
 @dataclass(frozen=True)
@@ -50,7 +92,8 @@ class Check:
     name: str  # as platforms name it: "CSV not found", "wrong columns", "empty values", ...
     passed: bool
     detail: str = ""  # what is wrong, with the rows and columns at fault
-    level: str = "error"  # "error" fails the submission; "warning" is reported and passes
+    level: str = "error"  # "error" fails the submission; "warning" is reported and passes; "undecided": what it
+    # was told cannot decide it (the detail names the option that does), and the submission does not pass
 
 
 @dataclass(frozen=True)
@@ -69,6 +112,8 @@ class Expectation:
     grades: bool = False  # "value": the cells are integer grades (a regression cut at cutoffs)
     probability: bool = True  # "value": False when the column may hold any number; "binary": always True
     notes: tuple[str, ...] = field(default=())  # what was inferred, and why, for the report
+    reading: str = ""  # how this reads the sample's layout, e.g. "one value column: the positive class's probability"
+    decided_by: str = ""  # the option that picks this reading when the sample allows several, e.g. "--task regression"
 
 
 @dataclass(frozen=True)
@@ -80,6 +125,10 @@ class ReadBack:
     scores: np.ndarray | None = None  # [N] the positive class's probability ("binary")
     values: np.ndarray | None = None  # [N] numbers or grades ("value")
     ranked: list[list[str]] | None = None  # the class names of each row, best first ("labels" top-k)
+
+
+class Ambiguous(ValueError):
+    """The sample allows several readings and nothing known picks one; the message names the options that do."""
 
 
 def show(items: list) -> str:
@@ -100,6 +149,23 @@ def cells_at(values: pd.DataFrame, mask: np.ndarray, columns: list[str]) -> list
 def is_integer_text(values: pd.DataFrame) -> bool:
     cells = [v for column in values.columns for v in values[column] if v != ""]
     return all(INTEGER.fullmatch(v) for v in cells)
+
+
+def numeric(column: pd.Series) -> pd.Series | None:
+    """The column's cells as numbers, or None when any is not a number."""
+    parsed = pd.to_numeric(column, errors="coerce")
+    return None if parsed.isna().any() else parsed
+
+
+def tokens(cell: str, classes: tuple[str, ...] | None, several: bool) -> list[str]:
+    """The class tokens of one cell: the whole cell when it is a known class name (a name may hold spaces) or when
+    a cell holds one label; else its space-separated names."""
+    cell = cell.strip()
+    if not cell:
+        return []
+    if not several or (classes is not None and cell in classes):
+        return [cell]
+    return cell.split()
 
 
 def one_hot(indices: np.ndarray, n: int) -> np.ndarray:
@@ -145,7 +211,7 @@ class Format:
         """The header written when no sample submission gives one."""
         return (id_column, *classes) if self.per_class_columns else (id_column, "label")
 
-    def check_manifest(self, manifest: Manifest) -> str | None:
+    def check_manifest(self, manifest: ManifestLike) -> str | None:
         """Why the manifest's output settings do not fit this format (None when they do)."""
         o, d = manifest.output, manifest.decision
         if d.top_k != 1 and not self.writes_top_k(manifest):
@@ -163,7 +229,7 @@ class Format:
             return f"format {self.name!r} writes two columns, not {list(o.columns)}"
         return None
 
-    def writes_top_k(self, manifest: Manifest) -> bool:
+    def writes_top_k(self, manifest: ManifestLike) -> bool:
         """Whether this format writes the ``top_k`` most probable classes."""
         return False
 
@@ -171,13 +237,44 @@ class Format:
         """Whether percentile ranks (merge 'rank') are valid cells of this format."""
         return False
 
+    def default_for(self, task: str, outputs: int, top_k: int) -> bool:
+        """Whether this is the format written for ``task`` when no sample submission gives one."""
+        return False
+
     # --- pack and validate: from a sample ------------------------------------------------------------------
+    def sample_task(self, sample: SampleLike, classes: tuple[str, ...] | None) -> SampleTask | None:
+        """What the sample says of the task when its layout is this format's (None: not this format's layout)."""
+        return None
+
     def fits(self, sample: SampleLike, context: Context) -> str | None:
-        """Why ``sample`` calls for this format in ``context`` (None when it does not)."""
-        raise NotImplementedError
+        """Why ``sample`` calls for this format in ``context`` (None when it does not); a spec that can read a
+        sample in several ways overrides ``readings`` instead."""
+        return None
+
+    def readings(self, sample: SampleLike, context: Context) -> list[Expectation]:
+        """Every way ``sample`` can be read as this format in ``context``, each with why and the option that picks
+        it; empty when the sample is not of this format."""
+        reason = self.fits(sample, context)
+        if reason is None:
+            return []
+        classes = sample.value_columns if self.per_class_columns else context.classes
+        return [Expectation(sample.columns, sample.id_column, sample.ids, self.name, context.task or self.tasks[0],
+                            classes, top_k=context.top_k, positive_class=context.positive_class, reading=reason,
+                            decided_by=f"--format {self.name}")]
+
+    def expectation(self, manifest: ManifestLike, sample: SampleLike) -> Expectation:
+        """What a CSV written from ``manifest`` must look like, against ``sample``'s header and ids."""
+        d = manifest.decision
+        return Expectation(sample.columns, sample.id_column, sample.ids, self.name, manifest.task, manifest.classes,
+                           manifest.output.label_as, top_k=d.top_k, positive_class=d.positive_class,
+                           grades=bool(d.cutoffs), probability=manifest.task != "regression")
+
+    def positive_class(self, given: str | None, classes: tuple[str, ...], task: str) -> tuple[str | None, str]:
+        """The class whose probability a single value column holds, and why (formats of all classes: none)."""
+        return None, "not used"
 
     # --- run: probabilities -> table -----------------------------------------------------------------------
-    def values(self, probs: np.ndarray, manifest: Manifest) -> dict[str, Any]:
+    def values(self, probs: np.ndarray, manifest: ManifestLike) -> dict[str, Any]:
         """The value columns of the submission, by column name, from [N, C] probabilities (values, for regression)."""
         raise NotImplementedError
 

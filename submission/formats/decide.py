@@ -4,12 +4,10 @@ probabilities rounded so that each row still sums to one."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from submission.manifest import Manifest
+from submission.formats.base import ManifestLike
 
 
 def top_k(probs: np.ndarray, k: int) -> np.ndarray:
@@ -48,7 +46,7 @@ def multilabel_mask(probs: np.ndarray, thresholds: Sequence[float], at_least_one
     return mask
 
 
-def decision_mask(probs: np.ndarray, manifest: Manifest) -> np.ndarray:
+def decision_mask(probs: np.ndarray, manifest: ManifestLike) -> np.ndarray:
     """[N, C] booleans: the argmax for multiclass, the thresholded classes for multilabel."""
     if manifest.task == "multiclass":
         mask = np.zeros(probs.shape, dtype=bool)

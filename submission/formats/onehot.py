@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,17 +12,16 @@ from submission.formats.base import (
     Context,
     Expectation,
     Format,
+    ManifestLike,
     ReadBack,
     SampleLike,
+    SampleTask,
     cells_at,
     is_integer_text,
     line,
     show,
 )
 from submission.formats.decide import decision_mask
-
-if TYPE_CHECKING:
-    from submission.manifest import Manifest
 
 
 class OneHot(Format):
@@ -31,12 +30,21 @@ class OneHot(Format):
     summary = "`index,a,b,...,z`: `00012,0,1,...,0`"
     per_class_columns = True
 
-    def fits(self, sample: SampleLike, context: Context) -> str | None:
+    def sample_task(self, sample: SampleLike, classes: tuple[str, ...] | None) -> SampleTask | None:
         if len(sample.value_columns) > 1 and is_integer_text(sample.values):
-            return f"{len(sample.value_columns)} class columns holding integers"
+            return SampleTask(None, "has one 0/1 column per class")
         return None
 
-    def values(self, probs: np.ndarray, manifest: Manifest) -> dict[str, Any]:
+    def readings(self, sample: SampleLike, context: Context) -> list[Expectation]:
+        if self.sample_task(sample, None) is None or context.format not in (None, self.name):
+            return []
+        tasks = [context.task] if context.task else list(self.tasks)
+        return [Expectation(sample.columns, sample.id_column, sample.ids, self.name, task, sample.value_columns,
+                            reading=f"{len(sample.value_columns)} class columns holding integers: {task} 0/1 "
+                                    "decisions", decided_by=f"--task {task}")
+                for task in tasks if task in self.tasks]
+
+    def values(self, probs: np.ndarray, manifest: ManifestLike) -> dict[str, Any]:
         mask = decision_mask(probs, manifest)
         return {name: mask[:, i].astype(np.int64) for i, name in enumerate(manifest.classes)}
 
@@ -44,11 +52,13 @@ class OneHot(Format):
         columns = list(values.columns)
         bad = ~values.apply(lambda col: col.isin(["0", "1"])).to_numpy()
         if bad.any():
-            return [Check("wrong type", False, f"one-hot cells must be the integers 0 or 1: {show(cells_at(values, bad, columns))}")]
+            cells = show(cells_at(values, bad, columns))
+            return [Check("wrong type", False, f"one-hot cells must be the integers 0 or 1: {cells}")]
         checks = [Check("wrong type", True)]
         if exp.task == "multiclass":
             wrong = np.flatnonzero(values.astype(int).sum(axis=1).to_numpy() != 1)
-            detail = f"multiclass one-hot rows need exactly one 1: lines {show([line(r) for r in wrong])}" if len(wrong) else ""
+            lines = show([line(r) for r in wrong])
+            detail = f"multiclass one-hot rows need exactly one 1: lines {lines}" if len(wrong) else ""
             checks.append(Check("invalid values", not detail, detail))
         return checks
 

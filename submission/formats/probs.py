@@ -5,7 +5,7 @@ Multiclass rows are written so that their printed values sum to exactly one; gra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,10 @@ from submission.formats.base import (
     Context,
     Expectation,
     Format,
+    ManifestLike,
     ReadBack,
     SampleLike,
+    SampleTask,
     is_integer_text,
     line,
     number_checks,
@@ -24,9 +26,6 @@ from submission.formats.base import (
     show,
 )
 from submission.formats.decide import rounded_rows
-
-if TYPE_CHECKING:
-    from submission.manifest import Manifest
 
 SUM_TOLERANCE = 1e-5  # multiclass probability rows must sum to 1 within this (graders use 1e-5 to 1e-6)
 
@@ -47,12 +46,26 @@ class Probs(Format):
     def accepts_ranks(self, task: str) -> bool:
         return task == "multilabel"
 
-    def fits(self, sample: SampleLike, context: Context) -> str | None:
-        if len(sample.value_columns) > 1 and not is_integer_text(sample.values):
-            return f"{len(sample.value_columns)} class columns holding decimals"
-        return None
+    def sample_task(self, sample: SampleLike, classes: tuple[str, ...] | None) -> SampleTask | None:
+        if len(sample.value_columns) < 2 or is_integer_text(sample.values) or \
+                sample.values.apply(pd.to_numeric, errors="coerce").isna().to_numpy().any():
+            return None
+        if sums_to_one(sample.values):
+            return SampleTask("multiclass", "its class columns sum to 1 in every row")
+        return SampleTask(None, "has one probability column per class")
 
-    def values(self, probs: np.ndarray, manifest: Manifest) -> dict[str, Any]:
+    def readings(self, sample: SampleLike, context: Context) -> list[Expectation]:
+        found = self.sample_task(sample, None)
+        if found is None or context.format not in (None, self.name):
+            return []
+        tasks = [context.task] if context.task else [found.task] if found.task else list(self.tasks)
+        return [Expectation(sample.columns, sample.id_column, sample.ids, self.name, task, sample.value_columns,
+                            reading=f"{len(sample.value_columns)} class columns holding decimals: {task} "
+                                    "probabilities" + (f" ({found.why})" if found.task else ""),
+                            decided_by=f"--task {task}")
+                for task in tasks if task in self.tasks]
+
+    def values(self, probs: np.ndarray, manifest: ManifestLike) -> dict[str, Any]:
         if manifest.task == "multiclass" and manifest.merge != "rank":
             probs = rounded_rows(probs, manifest.output.decimals)
         return {name: probs[:, i] for i, name in enumerate(manifest.classes)}

@@ -72,7 +72,8 @@ def _scaled(x: np.ndarray, c: MetaColumn) -> np.ndarray:
     return ((np.log1p(x) if c.log1p else x) - c.shift) / c.scale
 
 
-def encode_columns(table: pd.DataFrame, columns: Sequence[MetaColumn], path: Path) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
+def encode_columns(table: pd.DataFrame, columns: Sequence[MetaColumn],
+                   path: Path) -> tuple[np.ndarray, dict[str, dict[str, int]]]:
     """[rows, width] features of every row of the file by the declared columns, and the unseen categories."""
     missing = [c.name for c in columns if c.name not in table.columns]
     if missing:
@@ -111,7 +112,7 @@ def fill_row(columns: Sequence[MetaColumn]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def run_encoder(encoder: Callable[[pd.DataFrame], object], table: pd.DataFrame, id_column: str, width: int,
+def run_encoder(encoder: Callable[[pd.DataFrame], object], table: pd.DataFrame, id_column: str, width: int | None,
                 path: Path) -> np.ndarray:
     """The user's encoder on every row; its output checked: [rows, width], finite."""
     try:
@@ -120,9 +121,10 @@ def run_encoder(encoder: Callable[[pd.DataFrame], object], table: pd.DataFrame, 
         raise InputError(f"the metadata encoder fails on {path}: {type(e).__name__}: {e}") from None
     if out.ndim == 1:
         out = out[:, None]
-    if out.shape != (len(table), width):
+    if out.shape[0] != len(table) or (width is not None and out.shape[1] != width):
+        expected = f"({len(table)}, {width})" if width is not None else f"{len(table)} rows"
         raise InputError(f"the metadata encoder returns an array of shape {out.shape} for the {len(table)} rows of "
-                         f"{path}; the models take ({len(table)}, {width})")
+                         f"{path}; the models take {expected}")
     bad_rows, bad_cols = np.nonzero(~np.isfinite(out))
     if len(bad_rows):
         ids = [str(table[id_column].iloc[r]) for r in dict.fromkeys(bad_rows)]
@@ -155,5 +157,7 @@ def encode(metadata: Metadata, bundle: Path, path: Path, ids: Sequence[str], pat
     if without and (missing != "fill" or filler is None):
         how = "; pass --metadata-missing fill to give them the fill values" if filler is not None else ""
         raise InputError(f"{len(without)} image(s) have no row in the metadata file {path}: {listing(without)}{how}")
-    features = np.stack([all_rows[r] if r is not None else filler for r in rows]) if ids else np.zeros((0, metadata.width))
+    if not ids:
+        return Encoded(np.zeros((0, metadata.width or 0), dtype=np.float32), unknown, without)
+    features = np.stack([all_rows[r] if r is not None else filler for r in rows])
     return Encoded(features.astype(np.float32), unknown, without)

@@ -1,22 +1,29 @@
-"""Decoded RGB image -> model input: timm's eval resize/crop on the CPU, normalisation on the device.
+"""Decoded RGB image -> model input: the user's own function (a crop to the retina, a border trim), then timm's
+eval resize/crop on the CPU, normalisation on the device; or a serialized albumentations transform.
 
 The resize and crop reproduce ``timm.data.create_transform(..., is_training=False)`` exactly (same PIL calls,
 same rounding), so predictions match what the user saw when validating with timm. Pixels travel to the
-device as uint8 (a quarter of the bytes of float32) and are normalised there.
+device as uint8 (a quarter of the bytes of float32) and are normalised there. The user's function is imported
+from the bundle once per process and called once per decoded image: an (H, W, 3) uint8 RGB array in, an array out
+(or, when its first parameter is annotated as a PIL image, an image in and out).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from submission.errors import BundleError
-from submission.manifest import Preprocess
+from submission import code as user_code
+from submission.errors import BundleError, InputError
+from submission.manifest import Code, Preprocess
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -83,23 +90,93 @@ def to_chw_uint8(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
+def _takes_pil(function: Callable[..., Any]) -> bool:
+    """Whether the function's first parameter is annotated as a PIL image (else it takes an array)."""
+    try:
+        first = next(iter(inspect.signature(function).parameters.values()))
+    except (StopIteration, TypeError, ValueError):
+        return False
+    annotation = first.annotation
+    if isinstance(annotation, str):
+        return annotation.split(".")[-1] == "Image"
+    return isinstance(annotation, type) and issubclass(annotation, Image.Image)
+
+
+class UserFunction:
+    """The user's preprocessing function, imported from the bundle once per process, its output checked."""
+
+    def __init__(self, code: Code, bundle: Path):
+        self.code, self.bundle = code, bundle
+        self._function: Callable[..., Any] | None = None
+        self._stack = contextlib.ExitStack()  # the frozen code's imports stay resolvable while the process runs
+
+    @property
+    def label(self) -> str:
+        return f"the preprocessing function {self.code.module}.{self.code.attribute}"
+
+    def __call__(self, image: Image.Image) -> Image.Image | np.ndarray:
+        if self._function is None:
+            module = self._stack.enter_context(user_code.imported(self.code, self.bundle))
+            self._function = user_code.attribute(module, self.code)
+        pil = _takes_pil(self._function)
+        try:
+            out = self._function(image.copy() if pil else np.array(image, dtype=np.uint8))
+        except Exception as e:
+            raise InputError(f"{self.label} fails: {type(e).__name__}: {e}") from None
+        if isinstance(out, Image.Image):
+            out = np.asarray(out.convert("RGB") if out.mode != "RGB" else out)
+        if not isinstance(out, np.ndarray) or out.ndim != 3 or out.shape[2] != 3 or min(out.shape[:2]) < 1:
+            shape = getattr(out, "shape", None)
+            raise InputError(f"{self.label} returns {type(out).__name__}{f' of shape {shape}' if shape else ''}; "
+                             "it must return an (H, W, 3) RGB image array (uint8) or a PIL image")
+        if out.dtype != np.uint8:
+            if not np.issubdtype(out.dtype, np.number) or out.min() < 0 or out.max() > 255:
+                raise InputError(f"{self.label} returns {out.dtype} values outside 0..255; return uint8 RGB pixels")
+            out = np.rint(out).astype(np.uint8)
+        return np.ascontiguousarray(out)
+
+    def __getstate__(self) -> dict[str, Any]:  # a loader worker imports the function itself
+        return {"code": self.code, "bundle": self.bundle}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["code"], state["bundle"])
+
+
 class Preprocessor:
     """One model group's transform, run in the loader workers on the decoded image.
 
     Returns a uint8 CHW tensor (normalised later on the device), or, with a serialized albumentations
-    transform, that transform's float output as saved.
+    transform, that transform's float output as saved (its shape checked against the model input unless
+    ``check_size`` is False, as when pack measures the size a transform makes).
     """
 
-    def __init__(self, pre: Preprocess, name: str):
+    def __init__(self, pre: Preprocess, name: str, bundle: Path | None = None, check_size: bool = True):
         self.pre = pre
         self.name = name  # the models that use it, for error messages
+        self.check_size = check_size
         self._albumentations: Any = None
+        self.function = UserFunction(pre.function, Path(bundle)) if pre.function is not None and bundle else None
+        if pre.function is not None and bundle is None:
+            raise ValueError("a preprocessing function is imported from a bundle")
 
     @property
     def normalizes_on_device(self) -> bool:
         return self.pre.albumentations is None
 
+    def blank(self) -> torch.Tensor:
+        """The input made from a black image of the model's size (for a file that cannot be decoded): the resize or
+        the albumentations transform, not the user's function, which may expect a photograph."""
+        image = Image.new("RGB", (self.pre.size[1], self.pre.size[0]))
+        if self.pre.albumentations is None:
+            return to_chw_uint8(resize_crop(image, self.pre))
+        return self._apply_albumentations(np.asarray(image, dtype=np.uint8))
+
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        if self.function is not None:
+            pixels = self.function(image)
+            if self.pre.albumentations is not None:
+                return self._apply_albumentations(pixels)
+            image = Image.fromarray(pixels)
         if self.pre.albumentations is None:
             return to_chw_uint8(resize_crop(image, self.pre))
         return self._apply_albumentations(np.asarray(image, dtype=np.uint8))
@@ -109,7 +186,7 @@ class Preprocessor:
             self._albumentations = load_albumentations(self.pre.albumentations)
         out = self._albumentations(image=pixels)["image"]
         tensor = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(out).transpose(2, 0, 1))
-        if tuple(tensor.shape) != tuple(self.pre.input_size):
+        if self.check_size and tuple(tensor.shape) != tuple(self.pre.input_size):
             raise BundleError(
                 f"the albumentations transform of {self.name} gives shape {tuple(tensor.shape)}, "
                 f"but the model takes {tuple(self.pre.input_size)}; fix the transform or input_size and pack again"

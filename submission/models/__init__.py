@@ -22,7 +22,7 @@ from submission.manifest import ModelSpec, resolve_file, resolve_path
 from submission.models.heads import split
 from submission.models.offline import no_downloads
 
-__all__ = ["build", "classifier_rows", "forward_takes_metadata", "load", "load_state", "split"]
+__all__ = ["build", "classifier_rows", "forward_inputs", "load", "load_state", "split"]
 
 
 def _build_timm(spec: ModelSpec) -> torch.nn.Module:
@@ -78,11 +78,15 @@ def classifier_rows(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> i
     return None
 
 
-def forward_takes_metadata(model: torch.nn.Module) -> bool:
-    """Whether ``forward`` takes a second input (the metadata features) besides the image batch."""
+def forward_inputs(model: torch.nn.Module) -> tuple[int, int, str | None]:
+    """(inputs ``forward`` requires, inputs it accepts, the name of its second parameter): ``forward(self, x,
+    x_meta=None)`` requires 1 and accepts 2, ``forward(self, x, meta)`` requires 2; ``*args`` accepts any."""
     parameters = [p for p in inspect.signature(model.forward).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len([p for p in parameters if p.default is p.empty]) >= 2
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    required = len([p for p in parameters if p.kind != p.VAR_POSITIONAL and p.default is p.empty])
+    accepts = 1_000 if any(p.kind == p.VAR_POSITIONAL for p in parameters) else len(parameters)
+    second = parameters[1].name if len(parameters) > 1 else None
+    return required, accepts, second
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

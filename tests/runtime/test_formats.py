@@ -177,7 +177,7 @@ def registered():
 
 
 def test_a_new_format_registers_without_touching_other_modules(registered, tmp_path):
-    from builder.pack.sample import read_sample
+    from builder.sample import read_sample
     from builder.validate.checks import check_table, passed, read_table
     from builder.validate.scoring import score
 

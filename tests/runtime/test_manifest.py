@@ -60,7 +60,7 @@ def edit(root, tmp_path, change):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda d: d.update(schema_version=3), "schema_version is 3, but this runtime reads versions 1, 2"),
+        (lambda d: d.update(schema_version=4), "schema_version is 4, but this runtime reads versions 1, 2, 3"),
         (lambda d: d.pop("schema_version"), "schema_version is None"),
         (lambda d: d.update(colour="red"), "manifest: unknown key(s) ['colour']"),
         (lambda d: d.pop("merge"), "manifest: missing key(s) ['merge']"),

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from builder import metrics
-from builder.pack.sample import read_sample
+from builder.sample import read_sample
 from builder.validate import expect
 from builder.validate.checks import check_table, passed, read_table
 from builder.validate.scoring import score
@@ -18,15 +18,23 @@ IDS = [f"im{i}" for i in range(6)]
 
 
 def check(tmp_path, sample: str, csv: str, **options):
+    """Check a CSV alone against a sample, as `builder validate --csv` does with these options."""
     (tmp_path / "sample.csv").write_text(sample)
     (tmp_path / "sub.csv").write_text(csv)
     s = read_sample(tmp_path / "sample.csv")
     checks, table = read_table(tmp_path / "sub.csv")
-    exp = expect.inferred(s, table[[c for c in s.value_columns if c in table.columns]], **options)
-    checks += check_table(table, exp)
+    found = expect.readings(s, expect.Told(**options))
+    per_reading = [(reading, check_table(table, reading)) for reading in found]
+    checks += expect.merge(per_reading)
+    exp = expect.for_scoring(found, {i: c for i, (_, c) in enumerate(per_reading)}, None)
     errors = {c.name: c.detail for c in checks if not c.passed and c.level == "error"}
     warnings = {c.name: c.detail for c in checks if not c.passed and c.level == "warning"}
+    undecided.clear()
+    undecided.update({c.name: c.detail for c in checks if not c.passed and c.level == "undecided"})
     return passed(checks), errors, warnings, exp
+
+
+undecided: dict[str, str] = {}  # the undecided checks of the last ``check``
 
 
 def csv(header: str, cells: list[str]) -> str:
@@ -36,10 +44,21 @@ def csv(header: str, cells: list[str]) -> str:
 PROBS = ["0.12", "0.9", "0.5", "0.033", "1", "0"]
 
 
-@pytest.mark.parametrize("placeholder", ["0.5", "0"])
-def test_binary_probability_files_pass_whatever_the_samples_placeholder(tmp_path, placeholder):
-    ok, errors, _, exp = check(tmp_path, csv("id,has_cactus", [placeholder] * 6), csv("id,has_cactus", PROBS))
-    assert ok, errors
+def test_binary_probability_files_pass_where_the_sample_holds_decimals(tmp_path):
+    ok, errors, _, exp = check(tmp_path, csv("id,has_cactus", ["0.5"] * 6), csv("id,has_cactus", PROBS))
+    assert ok and exp.format == "binary", errors
+
+
+def test_an_integer_placeholder_leaves_a_probability_column_undecided_until_told(tmp_path):
+    """Histopathologic's sample holds 0: the column may hold P(label 1), a class index or a grade."""
+    sample = csv("id,label", ["0"] * 6)
+    ok, errors, _, _ = check(tmp_path, sample, csv("id,label", PROBS))
+    assert not ok and not errors and "--positive-class" in undecided["wrong type"]
+    ok, errors, _, exp = check(tmp_path, sample, csv("id,label", PROBS), positive_class="1")
+    assert ok and exp.format == "binary", errors
+    ok, errors, _, _ = check(tmp_path, sample, csv("id,label", ["0.2", "1.2", "0.5", "0.5", "0.1", "0.3"]),
+                             positive_class="1")
+    assert not ok and "line 3 column 'label' = 1.2" in errors["invalid values"]
 
 
 def test_a_probability_column_out_of_range_or_text_fails_where_the_sample_holds_decimals(tmp_path):
@@ -55,14 +74,22 @@ def test_a_constant_column_is_a_warning_naming_it(tmp_path):
     assert ok and warnings["constant column"] == "column 'label' holds '1.000000' in every row"
 
 
-def test_an_integer_placeholder_with_numbers_beyond_one_warns_and_regression_checks_grades(tmp_path):
+def test_an_integer_placeholder_never_passes_numbers_no_reading_allows(tmp_path):
+    """APTOS's sample holds grades: 2.37 is an unrounded grade, a probability above one, and no class index."""
     sample = csv("id_code,diagnosis", ["0"] * 6)
-    values = csv("id_code,diagnosis", ["0.2", "2.37", "4", "1", "0", "3"])
-    ok, _, warnings, exp = check(tmp_path, sample, values)
-    assert ok and exp.format == "value" and "outside [0, 1]" in warnings["value range"]
-    ok, errors, _, _ = check(tmp_path, sample, values, task="regression")
+    ok, errors, _, exp = check(tmp_path, sample, csv("id_code,diagnosis", ["0.2", "2.37", "4", "1", "0", "3"]))
+    assert not ok and "grades must be integers" in errors["wrong type"] and "label cells must be class indices" in \
+        errors["wrong type"]
+    ok, errors, _, _ = check(tmp_path, sample, csv("id_code,diagnosis", ["0.2", "2.37", "4", "1", "0", "3"]),
+                             task="regression")
     assert not ok and "grades must be integers: line 2: '0.2', line 3: '2.37'" in errors["wrong type"]
-    assert check(tmp_path, sample, csv("id_code,diagnosis", ["0", "2", "4", "1", "0", "3"]), task="regression")[0]
+    grades = csv("id_code,diagnosis", ["0", "2", "4", "1", "0", "3"])
+    assert not check(tmp_path, sample, grades)[0] and "--classes" in undecided["invalid values"]  # grades, or indices?
+    assert check(tmp_path, sample, grades, task="regression")[0]
+    names = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
+    assert check(tmp_path, sample, grades, classes=names)[0]
+    ok, errors, _, _ = check(tmp_path, sample, grades, classes=names[:4])
+    assert not ok and "class indices outside 0..3: line 4: 4" in errors["invalid values"]
 
 
 def test_120_class_rows_rounded_to_4_decimals_fail_the_row_sum(tmp_path):
@@ -88,8 +115,12 @@ def test_a_multilabel_onehot_file_passes_without_task(tmp_path):
     rows = header + "\n" + "".join(f"{i}," + ",".join("1" if (j + k) % 7 == 0 else "0" for j in range(26)) + "\n"
                                    for k, i in enumerate(IDS))
     ok, errors, _, exp = check(tmp_path, sample, rows)
-    assert ok, errors
+    assert not ok and not errors and "--task multilabel" in undecided["invalid values"]  # several 1s: multilabel only
+    assert check(tmp_path, sample, rows, task="multilabel")[0]
     assert not check(tmp_path, sample, rows, task="multiclass")[0]  # with the task given, one 1 per row is required
+    single = header + "\n" + "".join(f"{i}," + ",".join("1" if j == k else "0" for j in range(26)) + "\n"
+                                     for k, i in enumerate(IDS))
+    assert check(tmp_path, sample, single)[0]  # one 1 per row passes read either way
 
 
 def test_an_empty_multilabel_cell_passes_and_top_k_cells_are_read_as_names(tmp_path):
@@ -137,7 +168,7 @@ def test_binary_auc_equals_scikit_learn(tmp_path):
     (tmp_path / "labels.csv").write_text("image_name,target\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth)))
     s = read_sample(tmp_path / "sample.csv")
     _, table = read_table(tmp_path / "sub.csv")
-    exp = expect.inferred(s, table[["target"]])
+    (exp,) = expect.readings(s, expect.Told(positive_class="1"))
     result = score(table, exp, tmp_path / "labels.csv")
     assert result.metric == "roc_auc" and result.value == pytest.approx(roc_auc_score(truth, p), abs=1e-12)
 
@@ -168,3 +199,58 @@ def test_map_at_5_equals_the_reference_implementation():
     labels = list(rng.choice(names, 500))
     predictions = [list(rng.choice(names, int(rng.integers(0, 7)))) for _ in range(500)]
     assert metrics.mean_average_precision_at_k(labels, predictions, 5) == pytest.approx(reference_map5(labels, predictions))
+
+
+def test_an_integer_label_column_with_its_classes_is_scored_as_class_indices(tmp_path):
+    """Cassava: `image_id,label` with 4 in its one sample row; the classes make it a column of class indices."""
+    diseases = ("CBB", "CBSD", "CGM", "CMD", "Healthy")
+    sample = csv("image_id,label", ["4"] * 6)
+    predicted = ["0", "3", "3", "4", "1", "3"]
+    ok, errors, _, exp = check(tmp_path, sample, csv("image_id,label", predicted), classes=diseases)
+    assert ok and (exp.format, exp.label_as) == ("label", "index"), errors
+    truth = ["0", "3", "2", "4", "1", "1"]
+    (tmp_path / "labels.csv").write_text(csv("image_id,label", truth))
+    table = pd.read_csv(tmp_path / "sub.csv", dtype=str, keep_default_na=False)
+    result = score(table, exp, tmp_path / "labels.csv")
+    assert result.metric == "accuracy" and result.value == pytest.approx(4 / 6)
+    from sklearn.metrics import f1_score
+
+    assert result.scores["f1_macro"] == pytest.approx(f1_score(truth, predicted, average="macro"))
+
+
+def test_qwk_on_grades_declared_as_classes(tmp_path):
+    """APTOS: `id_code,diagnosis` checked with the grade names as --classes still scores quadratic weighted kappa."""
+    grades = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
+    rng = np.random.default_rng(5)
+    truth, predicted = rng.integers(0, 5, 60), rng.integers(0, 5, 60)
+    predicted[:30] = truth[:30]
+    ids = [f"e{i}" for i in range(60)]
+    (tmp_path / "sample.csv").write_text("id_code,diagnosis\n" + "".join(f"{i},0\n" for i in ids))
+    (tmp_path / "sub.csv").write_text("id_code,diagnosis\n" + "".join(f"{i},{p}\n" for i, p in zip(ids, predicted)))
+    (tmp_path / "labels.csv").write_text("id_code,diagnosis\n" + "".join(f"{i},{t}\n" for i, t in zip(ids, truth)))
+    for told in (expect.Told(classes=grades), expect.Told(task="regression")):
+        (exp,) = expect.readings(read_sample(tmp_path / "sample.csv"), told)
+        table = pd.read_csv(tmp_path / "sub.csv", dtype=str, keep_default_na=False)
+        result = score(table, exp, tmp_path / "labels.csv", "qwk")
+        assert result.value == pytest.approx(cohen_kappa_score(truth, predicted, weights="quadratic"), abs=1e-12)
+
+
+def test_the_validate_help_lists_every_metric_and_speaks_in_sentences():
+    from typer.testing import CliRunner
+
+    from builder.cli import app
+
+    result = CliRunner().invoke(app, ["validate", "--help"], terminal_width=400, env={"COLUMNS": "400"})
+    text = " ".join(result.output.split())
+    for name in ("qwk", "map@k", "roc_auc", "f2_samples", "rmse", "mae", "log_loss"):
+        assert name in text, name
+    assert "..." not in text
+
+
+def test_every_pack_option_help_is_a_whole_sentence():
+    from builder.pack.settings import SETTINGS
+
+    for s in SETTINGS:
+        assert s.help[0].isupper(), s.name
+        assert s.help.rstrip().endswith((".", ")")), f"{s.name}: {s.help!r}"
+        assert not s.help.rstrip().endswith(" ."), s.name

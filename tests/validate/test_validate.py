@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from builder.cli import app
 from builder.image.engine import load_image
 from builder.image.layers import ImageSpec, write_layer
-from builder.validate.report import validate
+from builder.validate.report import ValidateRequest, validate
 from builder.validate.run import parse_duration
 from submission.manifest import IMAGE_BUNDLE_DIR, FileRef, ModelSpec
 from tests.bundles import manifest, preprocess
@@ -76,7 +76,7 @@ def sample(tmp_path_factory) -> Path:
 def run(client, docker_cleanup, tmp_path, test_folder, sample):
     def run_one(behaviour, **kwargs):
         image = docker_cleanup(fake_image(client, f"validate-{behaviour.replace('_', '-')}", BEHAVIOURS[behaviour], tmp_path))
-        report = validate(image=image, csv=None, data=test_folder, sample_path=sample, labels=None, **kwargs)
+        report = validate(ValidateRequest(image=image, data=test_folder, sample=sample, **kwargs))
         return report, {c.name: c.detail for c in report.checks if not c.passed and c.level == "error"}
 
     return run_one

@@ -1,4 +1,6 @@
-"""The competition's sample_submission.csv -> id column, header, ids and cells (the format specs read it)."""
+"""The competition's sample_submission.csv -> id column, header, ids and cells, as text (the format specs read it).
+
+Shared by pack (the format and columns to write) and validate (what a submission must look like)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,6 @@ from pathlib import Path
 import pandas as pd
 
 from builder.errors import ConfigError
-from submission import formats
-from submission.formats.base import INTEGER, Context
-from submission.formats.probs import sums_to_one
 
 
 @dataclass(frozen=True)
@@ -54,32 +53,3 @@ def read_sample(path: Path, id_column: str | None = None) -> Sample:
             "name the id column with --id-column"
         )
     return Sample(path, columns, id_column, tuple(ids), table.drop(columns=id_column))
-
-
-def infer_label_as(sample: Sample, classes: tuple[str, ...]) -> tuple[str, str]:
-    """Whether label cells are class names or indices, judged from the sample's own cells."""
-    cells = {v for v in sample.values.iloc[:, 0] for v in v.split() if v}
-    if not cells:
-        return "name", "the sample's label column is empty"
-    if cells <= set(classes):
-        return "name", "the sample's label cells are class names"
-    if all(INTEGER.fullmatch(c) for c in cells):
-        return "index", "the sample's label cells are integers"
-    return "name", "the sample's label cells are text"
-
-
-def sample_task(sample: Sample) -> tuple[str | None, str, int]:
-    """(task or None when the sample leaves it open, why, names per row for a top-k sample)."""
-    if len(sample.value_columns) == 1:
-        cells = list(sample.values.iloc[:, 0])
-        counts = {len(cell.split()) for cell in cells}
-        if max(counts, default=0) <= 1:
-            return "multiclass", "one label per row", 1
-        if len(counts) == 1:  # the whale sample (a ranked top 5) and Planet's (5 tags) look alike
-            k = counts.pop()
-            return None, f"every row names {k} classes (a ranked top {k}, or {k} labels)", k
-        return "multilabel", "rows name varying numbers of classes", 1
-    if formats.get("probs").fits(sample, Context()) is not None and sums_to_one(sample.values):
-        return "multiclass", "its class columns sum to 1 in every row", 1
-    kind = "0/1" if formats.get("onehot").fits(sample, Context()) else "probability"
-    return None, f"has one {kind} column per class", 1

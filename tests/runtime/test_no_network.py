@@ -1,0 +1,42 @@
+"""No import reaches for the network: albumentations' update check (it asks PyPI when imported) is switched off by
+importing the runtime, in the runtime and in the builder alike. An audit hook records every socket a fresh
+interpreter would open; the control shows that it sees albumentations' check when the switch is not set."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROBE = """
+import json, sys, threading, time
+events = []
+def hook(event, args):
+    if event in ("socket.__new__", "socket.connect", "socket.getaddrinfo", "urllib.Request"):
+        events.append(event)
+sys.addaudithook(hook)
+for name in sys.argv[1:]:
+    __import__(name)
+time.sleep(1.0)  # a check started in a thread has had its time
+print("EVENTS " + json.dumps(events))
+"""
+
+
+def sockets_opened(*modules: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_ALBUMENTATIONS_UPDATE", "HF_HUB_OFFLINE")}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *modules], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=300, check=True)
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("EVENTS "))
+    return json.loads(line[len("EVENTS "):])
+
+
+def test_importing_the_runtime_the_builder_and_albumentations_opens_no_socket():
+    assert sockets_opened("submission", "submission.runner", "albumentations", "builder.cli", "builder.pack.bundle") == []
+
+
+def test_the_probe_sees_albumentations_update_check_without_the_switch():
+    assert sockets_opened("albumentations"), "the audit hook saw no socket: the test above could not fail"
