@@ -125,18 +125,10 @@ def _setting_parameters() -> list[inspect.Parameter]:
     return parameters
 
 
-def pack(
-    models: Path = typer.Option(..., "--models", help="Folder of fold checkpoints (files, or one sub-folder per fold), or one checkpoint."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file of settings: the names of these options, with underscores."),
-    bundle_only: Optional[Path] = typer.Option(None, "--bundle-only", help="Write the bundle to this folder and stop (no Docker needed)."),
-    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also keep the bundle in this folder (to run `python -m submission` on the host)."),
-    tag: str = typer.Option(DEFAULT_TAG, help="Tag of the image to build."),
-    base_image: Optional[str] = typer.Option(None, help="Base image with python3, never pulled (see `builder base`; default: python:X.Y-slim-bookworm of this Python)."),
-    full_env: bool = typer.Option(False, "--full-env", help="Keep every file of the environment's packages (triton, headers, CUDA libraries nothing loads)."),
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
-    **settings: Any,
-) -> None:
-    """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
+def _pack(models: Path, config: Optional[Path], bundle_dir: Optional[Path], bundle_only: bool, tag: str,
+          base_image: Optional[str], full_env: bool, verbose: bool, settings: dict[str, Any],
+          export_to: Optional[Path] = None) -> Any:
+    """``pack`` and ``export``: the pipeline, then its report."""
     from builder.pack.resolve import PackRequest
     from builder.pipeline import default_base
     from builder.pipeline import pack as pack_folds
@@ -145,8 +137,8 @@ def pack(
     with _errors():
         result = pack_folds(
             request, tag=tag, base_image=base_image or default_base(), full_env=full_env,
-            bundle_dir=bundle_only or bundle, bundle_only=bundle_only is not None, phase=console.status,
-            log=_say if verbose else (lambda line: None), say=_say,
+            bundle_dir=bundle_dir, bundle_only=bundle_only, phase=console.status,
+            log=_say if verbose else (lambda line: None), say=_say, export_to=export_to,
             on_fold=lambda fold: _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite"
                                       + (", runs a batch" if not fold.unchecked else "")),
         )
@@ -163,7 +155,46 @@ def pack(
             _say(f"smoke run: not run: {smoke.skipped}")
         else:
             _say(f"smoke run: {smoke.rows} images in {smoke.seconds:.1f}s (no network, read-only root)")
+        entry = result.bundle.manifest.entry
+        _say(f"runs on {entry.platform} with no arguments: {entry.mode} mode, input {entry.input}, output {entry.output}")
         typer.echo(f"built {image.tag}: {image.spec.id} ({_size(image.size)})")
+    return result
+
+
+def pack(
+    models: Path = typer.Option(..., "--models", help="Folder of fold checkpoints (files, or one sub-folder per fold), or one checkpoint."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file of settings: the names of these options, with underscores."),
+    bundle_only: Optional[Path] = typer.Option(None, "--bundle-only", help="Write the bundle to this folder and stop (no Docker needed)."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also keep the bundle in this folder (to run `python -m submission` on the host)."),
+    tag: str = typer.Option(DEFAULT_TAG, help="Tag of the image to build."),
+    base_image: Optional[str] = typer.Option(None, help="Base image with python3, never pulled (see `builder base`; default: python:X.Y-slim-bookworm of this Python)."),
+    full_env: bool = typer.Option(False, "--full-env", help="Keep every file of the environment's packages (triton, headers, CUDA libraries nothing loads)."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
+    **settings: Any,
+) -> None:
+    """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
+    _pack(models, config, bundle_only or bundle, bundle_only is not None, tag, base_image, full_env, verbose, settings)
+
+
+def export(
+    out: Path = typer.Argument(..., metavar="OUT", help="The folder to write what the platform takes into."),
+    models: Path = typer.Option(..., "--models", help="Folder of fold checkpoints (files, or one sub-folder per fold), or one checkpoint."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML or JSON file of settings: the names of these options, with underscores."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Also keep the bundle in this folder."),
+    tag: str = typer.Option(DEFAULT_TAG, help="Tag of the image to build."),
+    base_image: Optional[str] = typer.Option(None, help="Base image with python3, never pulled (see `builder base`)."),
+    full_env: bool = typer.Option(False, "--full-env", help="Keep every file of the environment's packages."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
+    **settings: Any,
+) -> None:
+    """Pack as `builder pack` does, then write what --platform takes: the image archive (its size checked against the
+    platform's cap) and, where the platform takes the weights apart, the model tarball."""
+    result = _pack(models, config, bundle, False, tag, base_image, full_env, verbose, settings, export_to=out)
+    for path in result.exported.files:
+        _say(f"  {path} ({_size(result.exported.sizes[path.name])})")
+    for note in result.exported.notes:
+        _say(f"upload {note}")
+    typer.echo(f"exported to {out}")
 
 
 def verify(
@@ -191,7 +222,7 @@ def verify(
     raise typer.Exit(CHECK_FAILED)
 
 
-for _command in (pack, verify):  # every setting of the bundle is an option of both
+for _command in (pack, export, verify):  # every setting of the bundle is an option of each
     _command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [p for p in inspect.signature(_command).parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
         + _setting_parameters()
@@ -268,6 +299,8 @@ def validate(
     top_k: int = typer.Option(1, "--top-k", help="With --csv: class names per row a top-k column may hold."),
     positive_class: Optional[str] = typer.Option(None, "--positive-class", help="With --csv: the class whose probability a single value column holds."),
     ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found, and the CSV is checked against --sample-submission."),
+    platform: str = typer.Option("generic", "--platform", help="Replay this platform's run: its mounts, variables, flags, limits (the defaults of --time-limit, --cpus, --memory) and messages."),
+    model: Optional[Path] = typer.Option(None, "--model", help="The model tarball `builder export` wrote, for an image packed for a platform that takes the weights apart."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
     verbose: bool = typer.Option(True, "--log/--no-log", help="Stream the container's log."),
@@ -286,7 +319,8 @@ def validate(
         request = ValidateRequest(
             image=image, csv=csv, data=data, sample=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
-            expected_rows=expected_rows, out_dir=out, told=told, ignore_sample=ignore_sample,
+            expected_rows=expected_rows, out_dir=out, told=told, ignore_sample=ignore_sample, platform=platform,
+            model=model,
         )
         result = run_validation(request, log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None))
         _print_report(result)

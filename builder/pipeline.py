@@ -1,5 +1,6 @@
-"""``builder pack`` and ``builder verify`` as library calls across the wings: the checked bundle (pack), the images
-(image), the smoke run, or the comparison of an image with the one its inputs make."""
+"""``builder pack``, ``builder export`` and ``builder verify`` as library calls across the wings: the checked bundle
+(pack), the images (image), the smoke run, what the platform takes (export), or the comparison of an image with the
+one its inputs make."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from builder.pack.bundle import Bundle, PackRequest, make_bundle
 from builder.pack.folds import Fold
 
 if TYPE_CHECKING:
+    from builder.export.archive import Exported
     from builder.image.assemble import SmokeRun, SubmissionImage
     from builder.image.env import EnvImage
     from builder.image.verify import Verdict
@@ -40,6 +42,7 @@ class PackResult:
     env: EnvImage | None = None  # None with bundle_only
     image: SubmissionImage | None = None
     smoke: SmokeRun | None = None
+    exported: Exported | None = None  # what the platform takes (builder export)
 
 
 def _packages(bundle: Bundle) -> tuple[str, ...]:
@@ -61,10 +64,12 @@ def pack(
     log: Callable[[str], None] = lambda line: None,
     say: Callable[[str], None] = lambda line: None,
     on_fold: Callable[[Fold], None] | None = None,
+    export_to: Path | None = None,
 ) -> PackResult:
     """Check every fold and write the bundle (to ``bundle_dir``, else a temporary folder); unless
     ``bundle_only``, build the image ``tag`` on ``base_image`` (with every file of the environment when
-    ``full_env``) and smoke-run it. ``log`` gets tools' output, ``say`` what a person should see."""
+    ``full_env``) and smoke-run it; with ``export_to``, write there what the platform takes. ``log`` gets tools'
+    output, ``say`` what a person should see."""
     if bundle_only:
         if bundle_dir is None:
             raise ValueError("bundle_only needs bundle_dir")
@@ -84,8 +89,17 @@ def pack(
         with phase(f"writing the layers of {tag}"):
             image = images.build_submission_image(client, env, bundle.path, bundle.manifest, tag, say)
         with phase(f"smoke run of {tag}"):
-            smoke = images.smoke_run(client, image.tag, bundle.manifest, metadata_rows=bundle.metadata_rows)
-    return PackResult(bundle, env, image, smoke)
+            smoke = images.smoke_run(client, image.tag, bundle.manifest, metadata_rows=bundle.metadata_rows,
+                                     bundle=bundle.path)
+        exported = None
+        if export_to is not None:
+            from builder import platforms
+            from builder.export.archive import export_image
+
+            with phase(f"exporting {tag} for {bundle.manifest.entry.platform}"):
+                exported = export_image(client, image.tag, platforms.get(bundle.manifest.entry.platform), bundle.path,
+                                        bundle.manifest, export_to, say)
+    return PackResult(bundle, env, image, smoke, exported)
 
 
 def verify(

@@ -1,16 +1,23 @@
-"""``python -m submission TEST_DIR``: the image's entrypoint (and the host-side debugging command);
-``python -m submission merge DIR``: the shards of an array job into the CSV."""
+"""``python -m submission [TEST_DIR]``: the image's entrypoint (and the host-side debugging command);
+``python -m submission merge DIR``: the shards of an array job into the CSV.
+
+With no arguments the manifest's entry says what the platform gives: the test folder and the file to write
+(``/dataset`` and ``$SUBMISSION_PATH/submission.csv`` on EvalAI), image paths on stdin (the AISG challenge), or one
+case folder and its JSON (Grand Challenge)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from submission import __version__, interrupt
+from submission.entry import run_case, run_stream
 from submission.errors import SubmissionError
+from submission.manifest import expand, load_manifest
 from submission.runner import DEFAULT_BUNDLE, DEFAULT_OUT, Options, Result, merge, run
 
 
@@ -19,16 +26,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m submission",
         description="Predict every image of TEST_DIR with the bundled k-fold ensemble and write the submission CSV.",
     )
-    parser.add_argument("test_dir", type=Path, metavar="TEST_DIR", help="folder of test images")
+    parser.add_argument("test_dir", type=Path, metavar="TEST_DIR", nargs="?", default=None,
+                        help="folder of test images (default: where the platform mounts them, as packed)")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_BUNDLE, help="bundle folder (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV to write (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="file to write (default: where the platform reads it, as packed: /output/submission.csv)")
     parser.add_argument("--batch-size", type=int, default=Options.batch_size, help="images per batch (default: %(default)s)")
     parser.add_argument(
         "--workers", type=int, default=None, help="image decoding processes (default: one per available CPU; 0: none)"
     )
-    parser.add_argument("--devices", "--device", dest="devices", default="all",
-                        help="all (every visible GPU, else the CPU), cpu, cuda, GPU indices 0,1, or cpu,cpu for two CPU "
-                             "processes: one worker process per device (default: %(default)s)")
+    parser.add_argument("--devices", "--device", dest="devices", default=None,
+                        help="all (every GPU the build can drive, else the CPU), cpu, cuda, GPU indices 0,1, or cpu,cpu "
+                             "for two CPU processes: one worker process per device (default: as packed, all)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(
         "--ignore-sample",
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     interrupt.install()
     if argv[:1] == ["merge"]:
         args = parse_merge_args(argv[1:])
-        return _report(lambda: merge(args.folder, args.bundle, args.out, Options(quiet=args.quiet)))
+        return _report(lambda: merge(args.folder, args.bundle, args.out or DEFAULT_OUT, Options(quiet=args.quiet)))
     args = parse_args(argv)
     options = Options(
         batch_size=args.batch_size,
@@ -85,11 +94,23 @@ def main(argv: list[str] | None = None) -> int:
         shard=args.shard,
         out_probs=args.out_probs,
     )
-    return _report(lambda: run(args.test_dir, args.bundle, args.out, options))
+    try:
+        entry = load_manifest(args.bundle).entry
+    except SubmissionError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    test_dir = args.test_dir or Path(expand(entry.input, os.environ))
+    out = args.out or Path(expand(entry.output, os.environ))
+    if entry.mode == "stream":
+        return _report(lambda: run_stream(args.bundle, sys.stdin, sys.stdout, options), quiet=True)
+    if entry.mode == "case":
+        return _report(lambda: run_case(test_dir, args.bundle, out, options), path=out)
+    return _report(lambda: run(test_dir, args.bundle, out, options))
 
 
-def _report(call: Callable[[], Result]) -> int:
-    """Run ``call`` and turn its result or error into lines on stdout/stderr and the exit code."""
+def _report(call: Callable[[], object], quiet: bool = False, path: Path | None = None) -> int:
+    """Run ``call`` and turn its result or error into lines on stdout/stderr and the exit code (``quiet``: nothing on
+    stdout, which holds the answers)."""
     try:
         result = call()
     except SubmissionError as e:
@@ -99,6 +120,11 @@ def _report(call: Callable[[], Result]) -> int:
         name = e.args[0] if e.args else "SIGINT"
         print(f"stopped by {name}: no new submission written (an existing one is left as it was)", file=sys.stderr)
         return 128 + signal.Signals[name].value
+    if quiet:
+        return 0
+    if not isinstance(result, Result):
+        print(f"wrote {path}")
+        return 0
     if result.path.suffix == ".npz":
         print(f"wrote shard {result.path} ({result.rows} rows) in {result.seconds:.1f}s")
         return 0

@@ -3,12 +3,17 @@
 ``--devices all`` (the default) takes every visible GPU, the CPU when there is none; ``0,1`` names GPUs; ``cpu``
 is one CPU process and ``cpu,cpu`` two. The batches are the same as a single device's (same images, same order
 within each), so the CSV is byte for byte the single-device one. One device runs in this process.
+
+A GPU the torch build cannot drive (a V100, sm_70, under a build for sm_75 and newer) never reaches a model: it
+is one ``DeviceError`` naming the GPU and the build's architectures before anything loads, or, with ``--devices
+all``, left out with a line that says so (the CPU when it was the only one).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
+import re
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,19 +28,69 @@ from submission.manifest import Manifest, load_manifest
 from submission.predict import available_cpus, batch_rows, empty_values, load_groups, loader, predict_batch, put
 
 
-def parse(spec: str) -> list[torch.device]:
-    """``all``/``auto``, ``cpu``, ``cuda``, or a comma-separated list of GPU indices and ``cpu`` -> the devices."""
+def capability(index: int) -> tuple[int, int]:
+    """The compute capability of visible GPU ``index`` (replaceable in tests, which have no GPU)."""
+    return torch.cuda.get_device_capability(index)
+
+
+def arch_list() -> tuple[str, ...]:
+    """The architectures this torch build carries: ``sm_75`` machine code, ``compute_90`` PTX (replaceable)."""
+    return tuple(torch.cuda.get_arch_list()) if torch.cuda.is_available() else ()
+
+
+def drivable(cap: tuple[int, int], archs: tuple[str, ...]) -> bool:
+    """Whether a GPU of capability ``cap`` runs a build carrying ``archs``: machine code of the same major version
+    and a minor no higher, or PTX of a capability no higher (compiled when loaded)."""
+    major, minor = cap
+    for arch in archs:
+        found = re.fullmatch(r"(sm|compute)_(\d+)(\d)", arch)
+        if found is None:
+            continue
+        kind, a_major, a_minor = found.group(1), int(found.group(2)), int(found.group(3))
+        if (kind == "sm" and a_major == major and a_minor <= minor) or (kind == "compute" and (a_major, a_minor) <= cap):
+            return True
+    return False
+
+
+def _name(index: int) -> str:
+    try:
+        return torch.cuda.get_device_name(index)
+    except Exception:  # noqa: BLE001 (a name is only for the message)
+        return f"GPU {index}"
+
+
+def _drivable_gpus(indices: list[int], spec: str, log: Callable[[str], None]) -> list[int]:
+    """``indices`` the build can drive; one it cannot is an error, or, for ``all``, left out with a line saying so."""
+    archs = arch_list()
+    if not archs:
+        return indices
+    bad = [i for i in indices if not drivable(capability(i), archs)]
+    if not bad:
+        return indices
+    named = ", ".join(f"{_name(i)} (GPU {i}, sm_{capability(i)[0]}{capability(i)[1]})" for i in bad)
+    if spec in ("all", "auto"):
+        log(f"{named}: the torch build carries {' '.join(archs)} and cannot drive it; left out"
+            + ("; running on the CPU" if len(bad) == len(indices) else ""))
+        return [i for i in indices if i not in bad]
+    raise DeviceError(f"{named}: the torch build carries {' '.join(archs)} and cannot drive it; pack with a torch "
+                      "build that lists this architecture, or run with --devices cpu (or all, to fall back)")
+
+
+def parse(spec: str, log: Callable[[str], None] = lambda message: None) -> list[torch.device]:
+    """``all``/``auto``, ``cpu``, ``cuda``, or a comma-separated list of GPU indices and ``cpu`` -> the devices; GPUs
+    the torch build cannot drive are refused (or, for ``all``, left out with a line to ``log``)."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     spec = spec.strip().lower()
     if spec in ("all", "auto"):
-        return [torch.device("cuda", i) for i in range(gpus)] or [torch.device("cpu")]
+        usable = _drivable_gpus(list(range(gpus)), spec, log)
+        return [torch.device("cuda", i) for i in usable] or [torch.device("cpu")]
     if spec == "cuda":
         if not gpus:
             raise DeviceError(
                 "--devices cuda was asked for, but no GPU is visible to torch; run the container with --gpus all "
                 "(NVIDIA container toolkit), or use --devices all to fall back to the CPU"
             )
-        return [torch.device("cuda", i) for i in range(gpus)]
+        return [torch.device("cuda", i) for i in _drivable_gpus(list(range(gpus)), spec, log)]
     found = []
     for item in (part.strip() for part in spec.split(",")):
         if item == "cpu":
@@ -43,7 +98,7 @@ def parse(spec: str) -> list[torch.device]:
         elif item.isdigit():
             if int(item) >= gpus:
                 raise DeviceError(f"--devices names GPU {item}, but {gpus} GPU(s) are visible to torch")
-            found.append(torch.device("cuda", int(item)))
+            found.append(torch.device("cuda", _drivable_gpus([int(item)], spec, log)[0]))
         else:
             raise DeviceError(f"--devices {spec!r}: {item!r} is neither a GPU index nor 'cpu'; e.g. all, 0,1, cpu,cpu")
     return found
@@ -71,6 +126,8 @@ def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[
              on_ready: Callable[[], None]):
     """(image positions, values, {position: problem}, {position: warnings}) of each batch of ``schedule``,
     predicted on ``device``."""
+    if device.type == "cpu":  # torch's pool would take every core of the host, not the container's quota
+        torch.set_num_threads(job.threads or available_cpus())
     groups = load_groups(manifest, job.bundle, device)
     on_ready()
     batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,

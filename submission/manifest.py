@@ -4,10 +4,11 @@ Every setting the runtime uses is in the manifest; reading it requires every fie
 a default in code that could differ between pack time and run time. Values are validated when the
 dataclasses are built, so a bad bundle fails at pack time, not on the leaderboard.
 
-Schema version 3: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
+Schema version 4: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
 its outputs are one or several heads; images may come with metadata features; a model's preprocessing may start
-with the user's own function. Version 1 bundles (timm models, one head) and version 2 bundles (no preprocessing
-function) are upgraded when read.
+with the user's own function; the entry says how the image is run on its platform. Version 1 bundles (timm models,
+one head), version 2 bundles (no preprocessing function) and version 3 bundles (no entry: the generic one) are
+upgraded when read.
 
 The output formats sit below this contract: ``submission.formats`` reads a manifest through a protocol and imports
 nothing of this module.
@@ -30,8 +31,8 @@ from submission import formats
 from submission.atomic import atomic_path
 from submission.errors import BundleError
 
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)  # versions 1 and 2 are upgraded when read
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)  # versions 1 to 3 are upgraded when read
 MANIFEST_NAME = "manifest.json"
 IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
@@ -53,6 +54,8 @@ TIMM_RESERVED = ("pretrained", "pretrained_cfg_overlay", "checkpoint_path")  # t
 CROP_MODES = ("center", "squash", "border")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 LABEL_AS = ("name", "index")
+ENTRY_MODES = ("folder", "stream", "case")  # a folder -> a file; image paths on stdin -> lines; one case -> JSON
+DEVICES = ("all", "cpu")  # the devices the image uses when none are asked for
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -228,6 +231,50 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """How the image is run on its platform, with no arguments: where the input is, what it writes where."""
+
+    platform: str  # the platform it was packed for ("generic", "evalai", "aisg", ...), for messages
+    mode: str  # "folder": every image of a folder -> one file; "stream": image paths on stdin -> one line each on
+    # stdout, in input order; "case": the one image of a case folder -> one JSON value
+    input: str  # the test folder when none is given; $VAR and ${VAR:-default} are expanded at run time
+    output: str  # the file written when --out is not given, expanded likewise ("-": stdout)
+    metadata: str | None  # the metadata CSV when --metadata is not given, expanded (empty after expansion: none)
+    weights: str | None  # the folder holding the bundle's weights/ when the image holds none (a model tarball)
+    line: str | None  # stream mode: one answer line, a template over {proba} and {label}: "{proba:.4f}\t{label}"
+    devices: str  # "all" (every GPU it can drive, else the CPU) or "cpu", when --devices is not given
+
+    def __post_init__(self) -> None:
+        _choice("entry mode", self.mode, ENTRY_MODES)
+        _choice("entry devices", self.devices, DEVICES)
+        _require(bool(self.input) and bool(self.output), "the entry needs an input and an output")
+        _require((self.mode == "stream") == (self.line is not None), "a line template goes with stream mode, only")
+        if self.line is not None:
+            try:
+                self.line.format(proba=0.5, label=1)
+            except (KeyError, IndexError, ValueError) as e:
+                raise BundleError(f"the entry's line template {self.line!r} is not a template of proba and label: "
+                                  f"{e}") from None
+        _require(self.weights is None or self.weights.startswith("/"), "the entry's weights folder must be absolute")
+
+
+_VARIABLE = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}|\$(\w+)")
+
+
+def expand(text: str, environ: typing.Mapping[str, str]) -> str:
+    """An entry path with ``$VAR``, ``${VAR}`` and ``${VAR:-default}`` expanded as a shell expands them (the default
+    where the variable is unset or empty)."""
+    def one(found: re.Match) -> str:
+        value = environ.get(found.group(1) or found.group(3), "")
+        return value or (found.group(2) or "")
+    return _VARIABLE.sub(one, text)
+
+
+GENERIC_ENTRY = Entry(platform="generic", mode="folder", input="/data", output="/output/submission.csv",
+                      metadata=None, weights=None, line=None, devices="all")
+
+
+@dataclass(frozen=True)
 class Manifest:
     schema_version: int  # version of this contract; the runtime refuses any other
     task: str  # "multiclass" (softmax, one class per image) or "multilabel" (sigmoid, any number)
@@ -243,6 +290,7 @@ class Manifest:
     sample_submission: FileRef | None  # the competition's sample: the output follows its rows' order
     metadata: Metadata | None  # per-image features from a CSV beside the images (None: images only)
     requirements: tuple[str, ...]  # "name==version" the user's code needs beyond the runtime's own packages
+    entry: Entry = GENERIC_ENTRY  # how the image is run on its platform
     provenance: dict[str, Any] = field(default_factory=dict)  # where each setting came from, builder version:
     # written by the builder for people, never read by the runtime
 
@@ -351,6 +399,8 @@ class Manifest:
             data = _upgrade_v1(data)
         if data.get("schema_version") == 2:
             data = _upgrade_v2(data)
+        if data.get("schema_version") == 3:
+            data = {**data, "schema_version": SCHEMA_VERSION, "entry": dataclasses.asdict(GENERIC_ENTRY)}
         return parse_json(cls, data, "manifest")
 
 
@@ -378,7 +428,7 @@ def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(m, dict) or not isinstance(m.get("preprocess"), dict):
             return data  # malformed: let the parse name the key
         models.append({**m, "preprocess": {**m["preprocess"], "function": None}})
-    return {**data, "schema_version": SCHEMA_VERSION, "models": models}
+    return {**data, "schema_version": 3, "models": models}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:
@@ -475,11 +525,24 @@ def resolve_file(bundle: Path, ref: FileRef) -> Path:
     return resolve_path(bundle, ref.path)
 
 
+def weights_root(bundle: Path, manifest: Manifest) -> Path:
+    """Where the bundle's ``weights/`` lies: in the bundle, or, where the image holds none, in the folder the platform
+    extracts the model tarball to (``entry.weights``, Grand Challenge's /opt/ml/model)."""
+    inside = any((Path(bundle) / m.weights.path).exists() for m in manifest.models)
+    return Path(manifest.entry.weights) if manifest.entry.weights and not inside else Path(bundle)
+
+
 def verify_files(bundle: Path, manifest: Manifest) -> None:
     """Check that every file the manifest names exists and has its recorded sha256."""
+    weights = {m.weights.path for m in manifest.models}
+    root = weights_root(bundle, manifest)
     for ref in manifest.files:
-        path = resolve_file(bundle, ref)
+        folder = root if ref.path in weights else Path(bundle)
+        path = resolve_file(folder, ref)
         if not path.is_file():
+            if folder != Path(bundle):
+                raise BundleError(f"bundle file {ref.path} is in neither the bundle nor {folder}, where the platform "
+                                  "extracts the model tarball: upload the model tarball `builder export` wrote")
             raise BundleError(f"bundle file {ref.path} is missing from {bundle}; pack the bundle again")
         actual = sha256_file(path)
         if actual != ref.sha256:

@@ -28,7 +28,7 @@ from submission.ensemble import combine, merge, view_means
 from submission.errors import BundleError, DeviceError, SubmissionError
 from submission.inputs.images import decode
 from submission.inputs.preprocess import Preprocessor, fast_decode_keep, normalize
-from submission.manifest import Manifest
+from submission.manifest import Manifest, weights_root
 from submission.tta import stack_views, views_of
 
 
@@ -118,7 +118,7 @@ def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels
     groups: dict[str, Group] = {}
     for index, spec in enumerate(manifest.models):
         key = json.dumps(asdict(spec.preprocess), sort_keys=True)
-        model = model_io.load(spec, bundle, device, channels_last)
+        model = model_io.load(spec, bundle, device, channels_last, weights_root(bundle, manifest))
         if key not in groups:
             groups[key] = Group(Preprocessor(spec.preprocess, spec.name, bundle), [])
         groups[key].members.append((index, model))

@@ -7,6 +7,7 @@ directly.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,11 +24,12 @@ from submission.ensemble import finish
 from submission.errors import BundleError, InputError
 from submission.formats import build_table
 from submission.inputs import metadata as meta_io
-from submission.inputs.images import IMAGE_SUFFIXES, list_images, match_ids, report_skipped, warning_kinds
+from submission.inputs.images import IMAGE_SUFFIXES, TestSet, list_images, match_ids, report_skipped, warning_kinds
 from submission.manifest import (
     IMAGE_BUNDLE_DIR,
     MANIFEST_NAME,
     Manifest,
+    expand,
     load_manifest,
     resolve_file,
     sha256_file,
@@ -46,7 +48,8 @@ DEFAULT_OUT = Path("/output/submission.csv")
 class Options:
     batch_size: int = 32  # images per batch; each model sees batch_size x TTA views per forward pass
     workers: int | None = None  # loader processes; None: one per available CPU (0 decodes in-process)
-    devices: str = "all"  # "all" (every visible GPU, else the CPU), "cpu", "cuda", "0,1", "cpu,cpu", ...
+    devices: str | None = None  # "all" (every GPU it can drive, else the CPU), "cpu", "cuda", "0,1", "cpu,cpu", ...;
+    # None: the manifest's entry says (packed with --devices cpu, the CPU)
     quiet: bool = False  # no progress or info lines on stderr (warnings are still shown)
     ignore_sample: bool = False  # predict the images found, in natural order, ignoring the bundled sample
     strict: bool = False  # an image that cannot be decoded is an error, not a row predicted from a blank image
@@ -84,58 +87,72 @@ def read_sample_ids(bundle: Path, manifest: Manifest) -> list[str] | None:
 
 def _metadata_features(manifest: Manifest, bundle: Path, test_dir: Path, ids: Sequence[str], paths: Sequence[Path],
                        options: Options) -> meta_io.Encoded | None:
-    """The metadata features of every image, when the models take them."""
+    """The metadata features of every image, when the models take them: from --metadata, else where the platform
+    says (the entry), else where the manifest says relative to the test folder."""
     if manifest.metadata is None:
         return None
     if options.metadata_missing not in ("error", "fill"):
         raise InputError(f"--metadata-missing is {options.metadata_missing!r}; expected error or fill")
-    path = options.metadata or (Path(test_dir) / manifest.metadata.file if manifest.metadata.file else None)
+    platform = expand(manifest.entry.metadata, os.environ) if manifest.entry.metadata else ""
+    path = options.metadata or (Path(platform) if platform else None) or (
+        Path(test_dir) / manifest.metadata.file if manifest.metadata.file else None)
     if path is None:
         raise InputError("the models take metadata features: pass the metadata CSV with --metadata PATH")
     return meta_io.encode(manifest.metadata, bundle, path, ids, paths, options.metadata_missing)
 
 
-def _info(options: Options) -> Callable[[str], None]:
+def info_for(options: Options) -> Callable[[str], None]:
     return (lambda message: None) if options.quiet else (lambda message: print(message, file=sys.stderr, flush=True))
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -> Result:
-    info = _info(options)
+@dataclass
+class Predicted:
+    """The values of a test set (or one shard of it), and what the run met on the way."""
+
+    ids: list[str]
+    paths: list[Path]
+    values: np.ndarray  # ``predict.empty_values``' shape
+    report: dict[str, object]  # the problems JSON: undecodable images, skipped files, warnings, metadata
+    problems: tuple[dict[str, str], ...]  # {"id", "file", "reason"} of each image predicted from a blank image
+    where: str  # the devices, for people
+    seconds: float  # prediction time, without model loading
+
+
+def open_bundle(bundle: Path, options: Options) -> Manifest:
+    """The options checked, the manifest read, and every bundle file checked against its sha256."""
     if options.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {options.batch_size}")
     if options.workers is not None and options.workers < 0:
         raise InputError(f"--workers must be 0 or more, got {options.workers}")
     manifest = load_manifest(bundle)
     verify_files(bundle, manifest)
-    sharded = options.shard is not None or options.out_probs is not None
-    if sharded and options.out_probs is None:
-        raise InputError("--shard needs --out-probs DIR: the folder where the shards' files meet for the merge")
-    shard = parse_shard(options.shard or "auto") if sharded else None
-    if not sharded:
-        check_writable(out)
+    return manifest
+
+
+def test_set(test_dir: Path, bundle: Path, manifest: Manifest, options: Options) -> TestSet:
+    """The ids and files of the test folder, in the sample's order (or natural order, without a sample)."""
     sample_ids = None if options.ignore_sample else read_sample_ids(bundle, manifest)
     test = match_ids(list_images(test_dir, options.recursive), sample_ids)
     report_skipped(test.skipped)
     if not test.ids:
         raise InputError(f"no images found in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)}, any case)")
-    rows = list(range(len(test.ids)))
-    manifest_sha = sha256_file(Path(bundle) / MANIFEST_NAME)
-    if shard is not None:
-        rows = shards.rows_of(test.ids, *shard)
-        if shards.finished(options.out_probs, *shard, manifest_sha, shards.digest(test.ids)):
-            path = options.out_probs / shards.file_name(*shard)
-            info(f"shard {shard[0]}/{shard[1]} is already in {path}: nothing to do")
-            return Result(path, len(rows), 0, "", 0.0, 0.0, (), path)
+    return test
+
+
+def predict_rows(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet, rows: list[int], options: Options,
+                 shard: tuple[int, int] | None = None) -> Predicted:
+    """The values of the test set's ``rows``, on every device the options allow."""
+    info = info_for(options)
     ids, paths = [test.ids[r] for r in rows], [test.paths[r] for r in rows]
     # metadata is encoded over the whole test set (per-group counts, the encoder's path column), then selected
     encoded = _metadata_features(manifest, bundle, test_dir, test.ids, test.paths, options)
-
-    devices = device_list(options.devices)
-    if options.devices in ("all", "auto") and devices[0].type == "cpu":
+    asked = options.devices or manifest.entry.devices
+    devices = device_list(asked, warn)
+    if asked in ("all", "auto") and devices[0].type == "cpu":
         info("no GPU is visible: running on the CPU")
     loaders, threads = plan(devices, options.workers)
     job = Job(Path(bundle), tuple(paths), tuple(ids), encoded.features[rows] if encoded else None, options.batch_size,
@@ -148,27 +165,49 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
         + f", batch {options.batch_size}, {loaders} loader worker(s)" + (" per device" if len(devices) > 1 else "")
     )
     progress = Progress(len(ids), enabled=not options.quiet)
+
     def on_batch(n: int) -> None:
         interrupt.checkpoint()
         progress.update(n)
 
-    scores = score(manifest, job, devices, on_batch=on_batch, on_ready=progress.restart, log=_warn)
-    values = scores.values
+    scores = score(manifest, job, devices, on_batch=on_batch, on_ready=progress.restart, log=warn)
     seconds = time.perf_counter() - progress.start
     problems = tuple({"id": ids[i], "file": str(paths[i]), "reason": scores.problems[i]} for i in sorted(scores.problems))
     found = [{"file": str(paths[i]), "library": library, "message": message}
              for i in sorted(scores.warnings) for library, message in scores.warnings[i]]
     report = _problems_report(problems, test.skipped, encoded, found)
+    return Predicted(ids, paths, scores.values, report, problems, where, seconds)
+
+
+def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -> Result:
+    """Every image of ``test_dir`` -> the CSV at ``out`` (or, with ``--shard``, one shard's values)."""
+    manifest = open_bundle(bundle, options)
+    sharded = options.shard is not None or options.out_probs is not None
+    if sharded and options.out_probs is None:
+        raise InputError("--shard needs --out-probs DIR: the folder where the shards' files meet for the merge")
+    shard = parse_shard(options.shard or "auto") if sharded else None
+    if not sharded:
+        check_writable(out)
+    test = test_set(test_dir, bundle, manifest, options)
+    rows = list(range(len(test.ids)))
+    manifest_sha = sha256_file(Path(bundle) / MANIFEST_NAME)
+    if shard is not None:
+        rows = shards.rows_of(test.ids, *shard)
+        if shards.finished(options.out_probs, *shard, manifest_sha, shards.digest(test.ids)):
+            path = options.out_probs / shards.file_name(*shard)
+            info_for(options)(f"shard {shard[0]}/{shard[1]} is already in {path}: nothing to do")
+            return Result(path, len(rows), 0, "", 0.0, 0.0, (), path)
+    p = predict_rows(manifest, bundle, test_dir, test, rows, options, shard)
+    rate = len(p.ids) / p.seconds if p.seconds > 0 else 0.0
     if shard is not None:
         path = shards.write(options.out_probs, shards.Shard(
             shard[0], shard[1], manifest_sha, shards.digest(test.ids), len(test.ids), np.array(rows, dtype=np.int64),
-            tuple(ids), values, report))
-        return Result(path, len(ids), 0, where, seconds, len(ids) / seconds if seconds > 0 else 0.0, problems, path)
-    probs = finish(values, manifest.merge, np.array([m.weight for m in manifest.models]))
-    summary = _write(manifest, ids, probs, report, out, options.quiet)
-    return Result(path=Path(out), rows=len(ids), columns=len(manifest.output.columns), device=where, seconds=seconds,
-                  images_per_second=len(ids) / seconds if seconds > 0 else 0.0, problems=problems,
-                  problems_path=summary)
+            tuple(p.ids), p.values, p.report))
+        return Result(path, len(p.ids), 0, p.where, p.seconds, rate, p.problems, path)
+    probs = finish(p.values, manifest.merge, np.array([m.weight for m in manifest.models]))
+    summary = _write(manifest, p.ids, probs, p.report, out, options.quiet)
+    return Result(path=Path(out), rows=len(p.ids), columns=len(manifest.output.columns), device=p.where,
+                  seconds=p.seconds, images_per_second=rate, problems=p.problems, problems_path=summary)
 
 
 def _problems_report(problems: tuple[dict[str, str], ...], skipped: Sequence[Path],
@@ -189,22 +228,22 @@ def _write(manifest: Manifest, ids: Sequence[str], probs: np.ndarray, report: di
     write_csv(table, out, manifest.output.decimals)
     metadata = report.get("metadata") or {}
     for column, values in (metadata.get("unknown_categories") or {}).items():
-        _warn(f"metadata column {column!r}: {sum(values.values())} row(s) hold categories unseen at pack time "
+        warn(f"metadata column {column!r}: {sum(values.values())} row(s) hold categories unseen at pack time "
               f"({', '.join(list(values)[:5])}); their one-hot is all zero")
     if metadata.get("filled_ids"):
-        _warn(f"{len(metadata['filled_ids'])} image(s) without a metadata row got the fill values (--metadata-missing fill)")
+        warn(f"{len(metadata['filled_ids'])} image(s) without a metadata row got the fill values (--metadata-missing fill)")
     found = report["warnings"]
     if found and not quiet:
         for kind in warning_kinds(found):
-            _warn(kind)
+            warn(kind)
     if found:
         files = len({w["file"] for w in found})
-        _warn(f"the image libraries warned {len(found)} time(s) on {files} file(s); all are listed in {summary}")
+        warn(f"the image libraries warned {len(found)} time(s) on {files} file(s); all are listed in {summary}")
     problems = report["undecodable"]
     if problems:
         listed = "; ".join(f"{p['id']} ({p['reason']})" for p in problems[:10])
         more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
-        _warn(f"{len(problems)} image(s) could not be decoded and were predicted from a blank image: {listed}{more}. "
+        warn(f"{len(problems)} image(s) could not be decoded and were predicted from a blank image: {listed}{more}. "
               f"All are listed in {summary}")
     return summary
 
@@ -226,7 +265,7 @@ def merge(folder: Path, bundle: Path, out: Path, options: Options = Options()) -
     if "metadata" in first:  # metadata is encoded over the whole test set: alike in every shard
         report["metadata"] = first["metadata"]
     summary = _write(manifest, merged.ids, probs, report, out, options.quiet)
-    _info(options)(f"merged {len(merged.problems)} shard(s) of {len(merged.ids)} image(s)")
+    info_for(options)(f"merged {len(merged.problems)} shard(s) of {len(merged.ids)} image(s)")
     seconds = time.perf_counter() - start
     return Result(Path(out), len(merged.ids), len(manifest.output.columns), "", seconds, 0.0,
                   tuple(report["undecodable"]), summary)

@@ -18,8 +18,8 @@ from submission import errors as runtime_errors
 ROOT = Path(__file__).resolve().parents[1]
 # builder modules by layer: a module may import its own layer and lower ones, never a higher one
 LAYERS = {"builder.errors": 0, "builder.environment": 0, "builder.metrics": 0, "builder.truth": 0,
-          "builder.sample": 0, "builder.task": 0, "builder.pack": 1, "builder.image": 2, "builder.validate": 3,
-          "builder.pipeline": 4, "builder.cli": 5, "builder.__main__": 6}
+          "builder.sample": 0, "builder.task": 0, "builder.platforms": 0, "builder.pack": 1, "builder.image": 2,
+          "builder.validate": 3, "builder.export": 3, "builder.pipeline": 4, "builder.cli": 5, "builder.__main__": 6}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -151,8 +151,8 @@ def _branches_on(node: ast.AST, names: set[str]) -> list[str]:
         return [c for side in (node.left, *node.comparators) for c in constants(side)]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
         return [c for a in node.args for c in constants(a)]
-    if isinstance(node, ast.Dict):
-        return [c for part in (*node.keys, *node.values) if part is not None for c in constants(part)]
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict):  # {"multiclass": "label", ...}[task]
+        return [c for part in (*node.value.keys, *node.value.values) if part is not None for c in constants(part)]
     if isinstance(node, ast.MatchValue):
         return constants(node.value)
     return []
@@ -168,7 +168,8 @@ def test_no_module_outside_the_format_specs_branches_on_a_format_name():
 
 def test_the_format_name_check_catches_a_branch():
     names = _format_names()
-    code = 'if fmt == "binary":\n    x = {"multiclass": "label"}\nelif fmt in ("label", "labels"):\n    formats.get("probs")\n'
+    code = ('if fmt == "binary":\n    x = {"multiclass": "label"}[task]\nelif fmt in ("label", "labels"):\n'
+            '    formats.get("probs")\nsettings = {"format": "binary"}  # data, not a branch\n')
     assert sorted(v for node in ast.walk(ast.parse(code)) for v in _branches_on(node, names)) == [
         "binary", "label", "label", "labels", "probs"]
 

@@ -1,8 +1,10 @@
 """Bundle + environment image -> the submission image, its layers written by the builder, then a smoke run.
 
 On the environment image (``builder.image.env``) go two layers, written byte for byte reproducibly
-(``builder.image.layers``): the weights (their own layer, reused when only code or settings change), then the
-runtime code, the user's frozen code, the manifest and the sample. The config (entrypoint, labels, fixed
+(``builder.image.layers``): the weights (their own layer, reused when only code or settings change; left out where
+the platform takes them apart, as a model tarball), then the runtime code, the user's frozen code, the manifest and
+the sample. The image runs with no arguments: the manifest's entry says where the platform puts the input and
+wants the output. The config (entrypoint, labels, fixed
 ``created``) is written here too: the same inputs on the same environment give the same image ID, which is known
 before ``docker load`` and checked after it. Then a smoke run of the image as a platform runs it (no network,
 read-only root, a few generated images).
@@ -25,7 +27,7 @@ import submission
 from builder import __version__
 from builder.environment import RUNTIME_PACKAGES
 from builder.errors import DockerError
-from builder.image.engine import load_image, run_container
+from builder.image.engine import Mount, load_image, run_container
 from builder.image.env import EnvImage
 from builder.image.layers import ImageSpec, Layer, Source, write_layer
 from builder.image.venv import PYTHON
@@ -75,17 +77,18 @@ def submission_image(env: EnvImage, bundle: Path, manifest: Manifest, tag: str, 
         "submission.builder.version": __version__,
         "submission.pins": json.dumps(pins, sort_keys=True),
         "submission.python": env.lock.python,
+        "submission.platform": manifest.entry.platform,
     }
     config = {
         "Env": [v for v in parent.get("Env") or [] if not v.startswith("PYTHONPATH=")] + [f"PYTHONPATH={CODE_DIR}"],
         "Entrypoint": [PYTHON, "-m", "submission"],
-        "Cmd": ["/data"],
+        "Cmd": [],
         "User": parent.get("User") or "10001:10001",
         "WorkingDir": "/opt/submission",
         "Labels": labels,
     }
-    layers = (write_layer("weights", weights, out and out / "weights.tar"),
-              write_layer("code, manifest and sample", rest, out and out / "code.tar"))
+    layers = (() if manifest.entry.weights else (write_layer("weights", weights, out and out / "weights.tar"),)) + (
+        write_layer("code, manifest and sample", rest, out and out / "code.tar"),)
     return SubmissionImage(full_tag(tag), env.spec.plus(layers, config), layers, labels)
 
 
@@ -120,17 +123,19 @@ def _smoke_metadata(manifest: Manifest, ids: list[str], rows: pd.DataFrame | Non
 
 
 def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600,
-              metadata_rows: pd.DataFrame | None = None) -> SmokeRun:
-    """Run the image on three generated images the way graders run it (``engine.run_container``), with a metadata
-    file where the manifest says (``metadata_rows``: a few rows of the training metadata); a metadata encoder
-    without such rows cannot be run, and the smoke run says so instead."""
-    meta = manifest.metadata
+              metadata_rows: pd.DataFrame | None = None, bundle: Path | None = None) -> SmokeRun:
+    """Run the image on three generated images the way graders run it (``engine.run_container``), in the entry's
+    mode (a folder, paths on stdin, one case), with a metadata file where the manifest says (``metadata_rows``: a few
+    rows of the training metadata), and the bundle's weights mounted where the platform extracts them when the image
+    holds none; a metadata encoder without rows to run on cannot be run, and the smoke run says so instead."""
+    meta, entry = manifest.metadata, manifest.entry
     if meta is not None and meta.encoder is not None and (metadata_rows is None or not len(metadata_rows)):
         return SmokeRun(0.0, 0, "", skipped="the metadata encoder has no rows to run on: pack with --train-metadata "
                                             "to smoke-run the image")
     height = max(m.preprocess.size[0] for m in manifest.models)
     width = max(m.preprocess.size[1] for m in manifest.models)
     rng = np.random.default_rng(0)
+    cases = 1 if entry.mode == "case" else 3
     # a metadata file beside the test folder (../test.csv) needs the folder one level down in the mount
     depth = len([part for part in Path(meta.file).parts if part == ".."]) if meta is not None and meta.file else 0
     with tempfile.TemporaryDirectory(prefix="submission-smoke-") as tmp:
@@ -141,12 +146,15 @@ def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout
         for folder in (Path(tmp), *images.parents[: depth + 1], images):
             folder.chmod(0o755)
         out.chmod(0o777)  # the image runs as a non-root user
-        for i in range(3):
+        names = []
+        for i in range(cases):
             pixels = rng.integers(0, 256, (height + 16 * i, width + 8 * i, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(images / f"smoke_{i}.png")
             (images / f"smoke_{i}.png").chmod(0o644)
-        args = ["/data/" + "/".join(f"level{i}" for i in range(depth)) if depth else "/data", "--ignore-sample",
-                "--out", "/output/smoke.csv"]
+            names.append(f"smoke_{i}.png")
+        folder = "/data/" + "/".join(f"level{i}" for i in range(depth)) if depth else "/data"
+        result = "/output/smoke.json" if entry.mode == "case" else "/output/smoke.csv"
+        args = [] if entry.mode == "stream" else [folder, "--ignore-sample", "--out", result]
         if meta is not None:
             path = (images / meta.file) if meta.file else mount / "smoke_metadata.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,14 +162,24 @@ def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout
             path.chmod(0o644)
             if not meta.file:
                 args += ["--metadata", "/data/smoke_metadata.csv"]
-        run = run_container(client, tag, args, mount, out, time_limit=timeout)
+        extra = [Mount(Path(bundle), entry.weights, read_only=True)] if entry.weights and bundle else []
+        stdin = "".join(f"{folder}/{n}\n" for n in names).encode() if entry.mode == "stream" else None
+        run = run_container(client, tag, args, mount, out, time_limit=timeout, extra_mounts=extra, stdin=stdin)
         tail = "\n".join(run.log.splitlines()[-40:])[-3000:]
         if run.timed_out:
             raise DockerError(f"the smoke run of {tag} took longer than {timeout:.0f}s and was stopped")
         if run.exit_code != 0:
             raise DockerError(f"the smoke run of {tag} exited with code {run.exit_code}:\n{tail}")
-        csv = out / "smoke.csv"
-        rows = len(pd.read_csv(csv)) if csv.is_file() else 0
-        if rows != 3:
-            raise DockerError(f"the smoke run of {tag} wrote {rows} rows for 3 images:\n{tail}")
+        rows = _smoke_rows(entry.mode, run.stdout, out)
+        if rows != cases:
+            raise DockerError(f"the smoke run of {tag} answered {rows} of {cases} images:\n{tail}")
     return SmokeRun(seconds=run.seconds, rows=rows, log=tail)
+
+
+def _smoke_rows(mode: str, stdout: str, out: Path) -> int:
+    """How many images the smoke run answered: lines on stdout, a JSON value, or the CSV's rows."""
+    if mode == "stream":
+        return len([line for line in stdout.splitlines() if line.strip()])
+    if mode == "case":
+        return int((out / "smoke.json").is_file() and json.loads((out / "smoke.json").read_text()) is not None)
+    return len(pd.read_csv(out / "smoke.csv")) if (out / "smoke.csv").is_file() else 0

@@ -177,7 +177,7 @@ def _write(staging: Path, s: PackSettings, folds: list[Fold], target: Target, me
             heads=folds[0].heads, models=tuple(specs), tta=s.tta.value, merge=s.merge.value, decode=s.decode.value,
             decision=target.decision(), output=target.output(), sample_submission=sample_ref,
             metadata=metadata.metadata if metadata else None, requirements=report["requirements"].value,
-            provenance=_provenance(s, folds, report),
+            entry=s.entry(), provenance=_provenance(s, folds, report),
         )
     except BundleError as e:
         raise ConfigError(f"the settings do not make a valid bundle: {e}") from None

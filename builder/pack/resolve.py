@@ -1,12 +1,14 @@
 """What the user said -> one typed, frozen ``PackSettings``, checked completely before any checkpoint is opened; then,
 for each fold, what its training run recorded merged beneath it (``fold_settings``).
 
-Two declared steps. ``said`` parses the options, the config file and the sample (every value by its setting's
-parser, with choices and types) and lists the folds (names only: nothing is read), then checks what can be checked
-without the checkpoints. ``fold_settings`` takes one fold's settings in this precedence, highest first: the
-options, the config file's ``folds.<fold>``, its ``models.<model folder>``, its other keys, and what that fold's
-training run recorded (parsed by the same parsers, so a bad recorded value names where it was found). The
-declared defaults, and timm's defaults for the architecture, fill what none of these gives.
+Two declared steps. ``said`` parses the options, the config file, the platform profile's settings and the sample
+(every value by its setting's parser, with choices and types; options over the config file over the profile over
+the declared defaults) and lists the folds (names only: nothing is read), then checks what can be checked without
+the checkpoints, the platform's GPUs against the pinned torch build among them. ``fold_settings`` takes one fold's
+settings in this precedence, highest first: the options, the config file's ``folds.<fold>``, its
+``models.<model folder>``, its other keys, and what that fold's training run recorded (parsed by the same parsers,
+so a bad recorded value names where it was found). The declared defaults, and timm's defaults for the architecture,
+fill what none of these gives.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from typing import Any
 
 import yaml
 
+from builder import platforms
 from builder.errors import ConfigError
 from builder.pack.checkpoints import FoldFile, find_folds
 from builder.pack.settings import BY_NAME, PER_FOLD, SETTINGS, Sourced
+from builder.platforms import gpus
 from builder.sample import Sample, read_sample
-from submission.manifest import Head
+from submission.manifest import Entry, Head
 
 Found = Mapping[str, tuple[Any, str]]  # what a training run recorded: setting -> (value, where)
 
@@ -72,6 +76,12 @@ class PackSettings:
     fold_files: tuple[FoldFile, ...]  # the fold files found (listed, not read)
     sample: Sample | None  # the sample submission, read
     sample_submission: Sourced[Path] | None
+    # where it runs
+    platform: Sourced[str]
+    input_dir: Sourced[str] | None
+    output_path: Sourced[str] | None
+    devices: Sourced[str]
+    gpu_arch: Sourced[tuple[int, int]] | None
     # reading the checkpoints
     pick: Sourced[str] | None
     ema: Sourced[bool]
@@ -117,6 +127,13 @@ class PackSettings:
         own = self.by_fold.get(fold.name, FoldSettings())
         model = self.by_model.get(fold.model, FoldSettings()) if fold.model else FoldSettings()
         return self.fold_options.over(own).over(model).over(self.fold_config)
+
+    def entry(self) -> Entry:
+        """How the image is run on its platform: the profile's entry, with the paths and devices given."""
+        entry = platforms.get(self.platform.value).entry
+        return dataclasses.replace(entry, input=self.input_dir.value if self.input_dir else entry.input,
+                                   output=self.output_path.value if self.output_path else entry.output,
+                                   devices=self.devices.value)
 
     def report(self) -> dict[str, Sourced]:
         """The ensemble-wide settings that were given or defaulted, for the settings report."""
@@ -198,7 +215,11 @@ def said(request: PackRequest) -> PackSettings:
     config_data = _config(request.config)
     config = _parsed(config_data, lambda name: f"{Path(request.config).name} [{name}]")
     defaults = {s.name: Sourced(s.default, "default") for s in SETTINGS if s.default is not None}
-    ensemble = {name: options.get(name) or config.get(name) or defaults.get(name) for name in ENSEMBLE}
+    named = options.get("platform") or config.get("platform") or defaults["platform"]
+    profile = {k: Sourced(BY_NAME[k].parse(v, k, f"the {named.value} profile"), f"the {named.value} profile")
+               for k, v in platforms.get(named.value).settings.items()}
+    ensemble = {name: options.get(name) or config.get(name) or profile.get(name) or defaults.get(name)
+                for name in ENSEMBLE}
 
     sample = None
     if ensemble["sample_submission"] is not None:
@@ -248,6 +269,20 @@ def _check(s: PackSettings) -> None:
                                       "decode 'exact'")
     if s.fold_weights is not None:
         fold_weights(s)
+    _check_gpus(s)
+
+
+def _check_gpus(s: PackSettings) -> None:
+    """The GPUs the image will meet (--gpu-arch, else the platform's) against the pinned torch build's list."""
+    if s.devices.value == "cpu":
+        return
+    if s.gpu_arch is not None:
+        major, minor = s.gpu_arch.value
+        wanted, where = {f"sm_{major}{minor}": s.gpu_arch.value}, f"{s.gpu_arch.source} sm_{major}{minor}"
+    else:
+        kinds = platforms.get(s.platform.value).limits.gpus
+        wanted, where = {k: gpus.CAPABILITY[k] for k in kinds}, f"the {s.platform.value} platform"
+    gpus.check_fit(wanted, gpus.arch_list(), where)
 
 
 def fold_weights(s: PackSettings) -> tuple[float, ...]:

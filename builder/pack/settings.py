@@ -17,11 +17,14 @@ from typing import Any, Generic, TypeVar
 import pandas as pd
 import yaml
 
+from builder import platforms
 from builder.errors import ConfigError
+from builder.platforms.gpus import parse_arch
 from submission import formats
 from submission.manifest import (
     CROP_MODES,
     DECODE_MODES,
+    DEVICES,
     INTERPOLATIONS,
     LABEL_AS,
     MERGE_MODES,
@@ -333,6 +336,10 @@ def column_list(value: Any, name: str, source: str) -> list[Mapping[str, Any]]:
     return list(value)
 
 
+def gpu_arch(value: Any, name: str, source: str) -> tuple[int, int]:
+    return parse_arch(text(value, name, source), name, source)
+
+
 def per_name(value: Any, name: str, source: str) -> dict[str, dict[str, Any]]:
     """``folds`` / ``models``: a mapping of names to mappings of settings (parsed by ``resolve``)."""
     if not isinstance(value, Mapping):
@@ -379,6 +386,17 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
+    # where it runs
+    Setting("platform", str, "The platform the image is made for: " + ", ".join(platforms.PLATFORMS) + " (where it "
+            "finds the test data and writes its answer when run with no arguments, its limits and GPUs).",
+            choice(platforms.PLATFORMS), "generic"),
+    Setting("input_dir", str, "Where the test data lies when the image runs with no arguments (default: the "
+            "platform's; $VAR and ${VAR:-default} are expanded at run time).", text),
+    Setting("output_path", str, "The file the image writes when run with no arguments (default: the platform's).", text),
+    Setting("devices", str, "The devices the image uses when none are asked for: all (every GPU the torch build can "
+            "drive, else the CPU) or cpu (a platform GPU the build cannot drive, knowingly).", choice(DEVICES), "all"),
+    Setting("gpu_arch", str, "The GPU it runs on, as sm_70 (a V100), sm_75 (a T4), sm_80 (an A100): pack fails when "
+            "the pinned torch build cannot drive it (default: the platform's GPUs).", gpu_arch),
     # what to read
     Setting("sample_submission", Path, "The competition's sample_submission.csv: it fixes the id column, the columns, "
             "the format and the row order.", existing_file),

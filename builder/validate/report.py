@@ -1,28 +1,34 @@
-"""``builder validate``: run the image the way graders do (``run``), check its CSV as a leaderboard does
-(``checks``, under each reading ``expect`` allows), score it (``scoring``), and gather it all in one report whose
-verdict is passed, failed, or undecided (a check that what validate was told cannot decide)."""
+"""``builder validate``: run the image the way its platform does (``replay``: the platform's mounts, variables,
+flags and limits), check its answer as a leaderboard does (``checks``, under each reading ``expect`` allows), score
+it (``scoring``), and gather it all in one report whose verdict is passed, failed, or undecided (a check that what
+validate was told cannot decide). Every failure is named in the product's words and in the platform's own."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import docker
+import pandas as pd
 from docker.errors import ImageNotFound
 
+from builder import platforms
 from builder.errors import ConfigError, DockerError
 from builder.image.engine import connect
+from builder.platforms.base import Platform
 from builder.sample import Sample, read_sample
 from builder.truth import aligned, read_truth
 from builder.validate import expect
 from builder.validate.checks import check_table, read_table, verdict
-from builder.validate.run import RunReport, grader_run, project, run_checks
+from builder.validate.replay import RunLimits, replay
+from builder.validate.run import RunReport, project, run_checks
 from builder.validate.scoring import Score, score
 from submission.atomic import atomic_path
 from submission.formats.base import Check, Expectation
@@ -48,6 +54,8 @@ class ValidateRequest:
     out_dir: Path | None = None  # keep the run's output folder here
     told: expect.Told = expect.Told()  # what is known of a CSV checked alone
     ignore_sample: bool = False  # data is a held-out folder, not the test set: the image predicts what it finds
+    platform: str = "generic"  # the platform whose run is replayed (its sandbox, limits and messages)
+    model: Path | None = None  # the weights handed in apart (a model tarball, or its folder), for such an image
 
 
 @dataclass
@@ -113,9 +121,9 @@ def validate(request: ValidateRequest, log: Callable[[str], None] = lambda line:
     manifest, bundled = image_manifest(client, r.image) if client is not None else (None, None)
     with tempfile.TemporaryDirectory(prefix="submission-validate-") as tmp:
         sample = _sample(r, manifest, bundled, Path(tmp), report)
-        csv = _run(r, client, sample, Path(tmp), report, log) if client is not None else r.csv
+        csv = _run(r, client, manifest, sample, Path(tmp), report, log) if client is not None else r.csv
         checks, table = read_table(csv)
-        report.checks.extend(checks)
+        report.checks.extend(_in_its_words(checks, platforms.get(r.platform)))
         if table is not None:
             exp = _check(r, manifest, sample, table, report)
             if r.labels is not None and report.passed:
@@ -124,11 +132,17 @@ def validate(request: ValidateRequest, log: Callable[[str], None] = lambda line:
 
 
 def _sample(r: ValidateRequest, manifest: Manifest | None, bundled: bytes | None, tmp: Path, report: Report) -> Sample:
-    """The sample to check against (the one given, else the image's), and whether it is the image's."""
+    """The sample to check against (the one given, else the image's, else for an image whose platform has none the
+    test folder's images), and whether it is the image's."""
     path = r.sample
     if path is None and bundled is not None:
         path = tmp / "bundled_sample.csv"
         path.write_bytes(bundled)
+    if path is None and manifest is not None and r.data is not None and manifest.entry.mode != "folder":
+        path = tmp / "folder_sample.csv"  # the platform has no sample (AISG, Grand Challenge): every image once
+        ids = [p.stem for p in list_images(r.data)]
+        pd.DataFrame({c: ids if c == manifest.output.id_column else "0" for c in manifest.output.columns}).to_csv(
+            path, index=False)
     if path is None:
         raise ConfigError("no sample submission: pass --sample-submission (the image bundles none)")
     sample = read_sample(path, manifest.output.id_column if manifest else None)
@@ -138,23 +152,76 @@ def _sample(r: ValidateRequest, manifest: Manifest | None, bundled: bytes | None
     return sample
 
 
-def _run(r: ValidateRequest, client: docker.DockerClient, sample: Sample, tmp: Path, report: Report,
-         log: Callable[[str], None]) -> Path:
-    """The grader-like run; its checks and the projection of the hidden set's time. Returns the CSV it wrote."""
-    out = Path(r.out_dir) if r.out_dir else tmp / "output"
-    out.mkdir(parents=True, exist_ok=True)
-    out.chmod(0o777)
-    args = ["/data", "--ignore-sample"] if r.ignore_sample else ["/data"]
-    report.run = grader_run(client, r.image, args, r.data, out, time_limit=r.time_limit, memory=r.memory, cpus=r.cpus,
-                            gpus=r.gpus, log=log)
-    report.checks.extend(run_checks(report.run, r.time_limit))
-    report.projection = project(report.run, r.expected_rows or len(sample.ids), r.time_limit)
-    if report.projection and r.time_limit and report.projection["fraction_of_limit"] > 0.8:
+def _limits(r: ValidateRequest, platform: Platform, report: Report) -> RunLimits:
+    """The options' limits, else the platform's; a platform GPU this machine lacks is said."""
+    limits = platform.limits
+    if limits.gpus and not r.gpus:
+        report.checks.append(Check("hardware", False, f"{platform.name} runs it on {', '.join(limits.gpus)}; this run "
+                                   "has no GPU (--gpus gives it one), so its times are the CPU's", level="warning"))
+    cpus = r.cpus or limits.cpus
+    here = os.cpu_count() or 1
+    if cpus is not None and cpus > here:
+        report.checks.append(Check("hardware", False, f"{platform.name} gives {cpus:g} CPUs; this machine has {here}, "
+                                   f"so the run gets {here} and its times are slower than there", level="warning"))
+        cpus = float(here)
+    return RunLimits(time_limit=r.time_limit or limits.time_seconds, memory=r.memory or limits.memory, cpus=cpus,
+                     gpus=r.gpus)
+
+
+def _model(r: ValidateRequest, manifest: Manifest, tmp: Path) -> Path | None:
+    """The weights an image that holds none is run with: the model tarball extracted, or its folder."""
+    if not manifest.entry.weights:
+        return None
+    if r.model is None:
+        raise ConfigError(f"{r.image} holds no weights: the platform extracts them at {manifest.entry.weights}; pass "
+                          "--model with the model tarball `builder export` wrote")
+    if Path(r.model).is_dir():
+        return Path(r.model)
+    folder = tmp / "model"
+    try:
+        with tarfile.open(r.model) as tar:
+            tar.extractall(folder, filter="data")
+    except (OSError, tarfile.TarError) as e:
+        raise ConfigError(f"cannot read the model tarball {r.model}: {e}") from None
+    folder.chmod(0o755)
+    for sub in folder.rglob("*"):
+        sub.chmod(0o755 if sub.is_dir() else 0o644)
+    return folder
+
+
+def _run(r: ValidateRequest, client: docker.DockerClient, manifest: Manifest, sample: Sample, tmp: Path,
+         report: Report, log: Callable[[str], None]) -> Path:
+    """The platform's run replayed; its checks and the projection of the hidden set's time. Returns the answer's CSV."""
+    platform = platforms.get(r.platform)
+    limits = _limits(r, platform, report)
+    work = Path(r.out_dir) if r.out_dir else tmp / "run"
+    work.mkdir(parents=True, exist_ok=True)
+    sample_ids = None if r.ignore_sample or manifest.entry.mode != "folder" else list(sample.ids)
+    done = replay(client, r.image, manifest, platform, r.data, work, limits=limits, sample_ids=sample_ids,
+                  ignore_sample=r.ignore_sample, log=log, model=_model(r, manifest, tmp))
+    report.run = done.run
+    report.checks.extend(_in_its_words(run_checks(done.run, limits.time_limit) + done.checks, platform))
+    report.projection = project(done.run, r.expected_rows or len(sample.ids), limits.time_limit, done.answered)
+    if report.projection and limits.time_limit and report.projection["fraction_of_limit"] > 0.8:
         p = report.projection
         report.checks.append(Check("time limit", False, f"projected {p['projected_seconds']:.0f}s for "
                                    f"{p['expected_rows']} rows is {p['fraction_of_limit']:.0%} of the limit",
                                    level="warning"))
-    return out / "submission.csv"
+    return done.csv
+
+
+# a check's name -> the kind of failure a platform words in its own way
+_KINDS = {"timeout": "timeout", "CSV not found": "no output", "case answers": "no output", "exit code": "exit code",
+          "out of memory": "out of memory", "answer lines": "bad output", "line form": "bad output"}
+
+
+def _in_its_words(checks: list[Check], platform: Platform) -> list[Check]:
+    """Each failure with the platform's own message beside the product's."""
+    out = []
+    for c in checks:
+        said = platform.says(_KINDS.get(c.name, "")) if not c.passed else ""
+        out.append(replace(c, detail=f"{c.detail} ({platform.name} says: {said!r})") if said else c)
+    return out
 
 
 def _check(r: ValidateRequest, manifest: Manifest | None, sample: Sample, table: Any, report: Report) -> Expectation:

@@ -1,21 +1,17 @@
 """The grader-like run of a submission image: the container run, the checks on how it ran, the time projection.
 
-The run itself is ``builder.image.engine.run_container`` (no network, read-only root, the test folder
-read-only, no capabilities, limits); here its outcome is judged the way a platform judges it.
+The run itself is ``builder.validate.replay`` (the platform's sandbox through ``builder.image.engine.run_container``:
+no network, read-only root, the test folder read-only, no capabilities, limits); here its outcome is judged the way a
+platform judges it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import docker
-
 from builder.errors import ConfigError
-from builder.image.engine import run_container
 from submission.formats.base import Check
 
 NETWORK_SIGNS = re.compile(
@@ -47,19 +43,6 @@ class RunReport:
     oom_killed: bool = False
 
 
-def grader_run(
-    client: docker.DockerClient, image: str, args: list[str], data: Path, out: Path, *,
-    time_limit: float | None = None, memory: str | None = None, cpus: float | None = None, gpus: bool = False,
-    log: Callable[[str], None] = lambda line: None,
-) -> RunReport:
-    """Run ``image`` as a grader does and note what a grader notices (timeout, network attempts, OOM)."""
-    run = run_container(client, image, args, data, out, time_limit=time_limit, memory=memory, cpus=cpus, gpus=gpus,
-                        log=log)
-    return RunReport(exit_code=run.exit_code, seconds=run.seconds, timed_out=run.timed_out,
-                     peak_memory_bytes=run.peak_memory_bytes, log_tail="\n".join(run.log.splitlines()[-40:]),
-                     network_attempted=bool(NETWORK_SIGNS.search(run.log)), oom_killed=run.oom_killed)
-
-
 def run_checks(run: RunReport, time_limit: float | None) -> list[Check]:
     checks = []
     if run.timed_out:
@@ -79,13 +62,19 @@ def run_checks(run: RunReport, time_limit: float | None) -> list[Check]:
     return checks
 
 
-def project(run: RunReport, expected_rows: int, time_limit: float | None) -> dict[str, Any] | None:
-    """The hidden set's run time: start-up as measured, prediction time scaled by rows (from the runtime's log)."""
-    found = _WROTE.findall(run.log_tail)
-    if not found or run.timed_out:
+def project(run: RunReport, expected_rows: int, time_limit: float | None, answered: int = 0) -> dict[str, Any] | None:
+    """The hidden set's run time: the start-up as measured and the prediction time scaled by rows (from the runtime's
+    "wrote" line); without that line (stdin answers, one case per run), the whole run scaled by the images answered."""
+    if run.timed_out:
         return None
-    rows, predict_s = int(found[-1][0]), float(found[-1][1])
-    startup = max(run.seconds - predict_s, 0.0)
+    found = _WROTE.findall(run.log_tail)
+    if found:
+        rows, predict_s = int(found[-1][0]), float(found[-1][1])
+        startup = max(run.seconds - predict_s, 0.0)
+    elif answered:
+        rows, predict_s, startup = answered, run.seconds, 0.0
+    else:
+        return None
     projected = startup + predict_s * expected_rows / max(rows, 1)
     result = {"measured_rows": rows, "measured_seconds": run.seconds, "startup_seconds": startup,
               "expected_rows": expected_rows, "projected_seconds": projected}

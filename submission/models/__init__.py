@@ -98,8 +98,10 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         raise BundleError(detail[:1500]) from None
 
 
-def load(spec: ModelSpec, bundle: Path, device: torch.device, channels_last: bool = True) -> torch.nn.Module:
-    """Build the model, load its weights strictly, move it to ``device`` and set eval mode.
+def load(spec: ModelSpec, bundle: Path, device: torch.device, channels_last: bool = True,
+         weights: Path | None = None) -> torch.nn.Module:
+    """Build the model, load its weights strictly (from ``weights``, where the bundle's ``weights/`` lies when the
+    image holds none), move it to ``device`` and set eval mode.
 
     channels_last (NHWC) convolutions are faster on GPUs and, through oneDNN, on CPUs too
     (benchmarks/bench_inference.py measures it); the numbers stay float32 on the CPU.
@@ -107,7 +109,7 @@ def load(spec: ModelSpec, bundle: Path, device: torch.device, channels_last: boo
     try:
         model = build(spec, bundle)
         try:
-            state = load_file(str(resolve_file(bundle, spec.weights)))
+            state = load_file(str(resolve_file(weights or bundle, spec.weights)))
         except BundleError:
             raise
         except Exception as e:

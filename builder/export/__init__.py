@@ -1,0 +1,1 @@
+"""Export wing: a packed submission -> what a platform takes (an image archive, a model tarball)."""

@@ -1,0 +1,64 @@
+"""What the product knows of one competition platform: where the image's input and output are, how it is run
+(its sandbox and limits), what is handed in, how it reports failures, and the source each fact follows.
+
+Each platform is one module of this package holding one ``Platform``; adding a platform is that module and one
+line in ``builder.platforms``. What the runtime needs of it travels in the manifest (``submission.manifest.Entry``);
+the rest (limits, sandbox, messages, the hand-in form) is the builder's, for ``pack``, ``export`` and ``validate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from submission.manifest import Entry
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one run may use; None where the platform sets it per competition (the user passes it)."""
+
+    time_seconds: float | None  # the wall-clock limit, counted from the container's start
+    cpus: float | None  # CPU cores of the container
+    memory: str | None  # memory, in docker's form ("16g")
+    gpus: tuple[str, ...]  # the GPU kinds it runs on ("T4"); () for CPU only
+    archive_bytes: int | None  # the largest image archive (docker save, gzip) it takes
+    tmpfs_bytes: int | None  # the size of the writable /tmp
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How the platform starts the container, as ``builder validate --platform`` replays it."""
+
+    data: str  # where the test data is mounted, read-only
+    output: str | None  # the writable folder the output goes in (None: the output is stdout)
+    env: Mapping[str, str] = field(default_factory=dict)  # variables the platform sets
+    read_only_root: bool = True
+    tmpfs: bool = True  # a writable tmpfs at /tmp (sized by ``Limits.tmpfs_bytes``)
+    init: bool = False  # docker run --init
+    ulimits: Mapping[str, int] = field(default_factory=dict)  # e.g. nproc, nofile
+    stdin: bool = False  # the image paths are fed on stdin, one per line
+    one_case_per_run: bool = False  # one container per test case (Grand Challenge)
+    model_mount: str | None = None  # where separately uploaded weights are extracted (Grand Challenge's /opt/ml/model)
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str  # --platform NAME
+    title: str  # for people
+    entry: Entry  # the runtime's contract on this platform: where input and output are, with no arguments
+    limits: Limits
+    sandbox: Sandbox
+    hand_in: str  # what is uploaded, in words
+    messages: Mapping[str, str]  # a failure kind ("timeout", "no output", "exit code", ...) -> the platform's words
+    source: str  # the public code or page each fact follows
+    unverified: tuple[str, ...] = ()  # facts not known for sure, each with the option that sets it
+    settings: Mapping[str, Any] = field(default_factory=dict)  # pack settings the platform implies (format, ...)
+    weights_apart: bool = False  # the weights are handed in beside the image (a model tarball), not inside it
+
+    def says(self, kind: str) -> str:
+        """The platform's own message for a failure kind, or empty."""
+        return self.messages.get(kind, "")
