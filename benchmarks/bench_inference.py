@@ -15,8 +15,11 @@ tiny model at 128 from 1024-pixel JPEGs), ``digits`` (the digits example trained
 saved as 256-pixel JPEGs: fast decode against exact, and the accuracy of each), ``memory`` (peak RSS of
 ``python -m submission`` on 1,000 and 10,000 images), and ``devices`` (``python -m submission`` with one and
 two worker processes on the CPU, and with every GPU when there is one: images/s and the peak RSS of each
-process). Prints images/s, the ratios and peak RSS, and writes them as JSON. ``--device cuda`` runs the
-runtime and compute-only on the GPU (autocast, channels_last, pinned memory); the naive loop stays on the CPU.
+process), and ``engines`` (eager PyTorch, ONNX Runtime and OpenVINO, each packed with ``--engine`` and gated, in the
+compute and decode regimes and on the trained digits example: throughput, runtime/compute-only, accuracy, and the
+probabilities' distance from eager's). Prints images/s, the ratios and peak RSS, and writes them as JSON.
+``--device cuda`` runs the runtime and compute-only on the GPU (autocast, channels_last, pinned memory; ONNX Runtime's
+CUDA provider where onnxruntime-gpu is installed); the naive loop stays on the CPU.
 
     python benchmarks/bench_inference.py                      # every regime
     python benchmarks/bench_inference.py --regime decode --images 200
@@ -69,7 +72,7 @@ def make_folder(folder: Path, n: int, size: int, seed: int = 0) -> None:
 
 
 def make_bundle_for(root: Path, arch: str, img_size: int, folds: int, tta: str, num_classes: int = 10,
-                    decode: str = "exact") -> Path:
+                    decode: str = "exact", engine: str = "torch") -> Path:
     """``folds`` randomly initialised models saved as bare state_dicts, packed by the builder's bundle writer."""
     runs = root / "runs"
     runs.mkdir(parents=True, exist_ok=True)
@@ -78,8 +81,9 @@ def make_bundle_for(root: Path, arch: str, img_size: int, folds: int, tta: str, 
             torch.manual_seed(k)
             model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
             torch.save(model.state_dict(), runs / f"fold{k}.pth")
-    options = dict(arch=arch, img_size=str(img_size), tta=tta, format="probs", decode=decode)
-    return make_bundle(PackRequest(models=runs, options=options), root / f"bundle-{decode}").path
+    options = dict(arch=arch, img_size=str(img_size), tta=tta, format="probs", decode=decode, engine=engine)
+    suffix = decode if engine == "torch" else f"{decode}-{engine}"
+    return make_bundle(PackRequest(models=runs, options=options), root / f"bundle-{suffix}").path
 
 
 def agreement(fast: np.ndarray, exact: np.ndarray) -> dict:
@@ -229,6 +233,52 @@ def engine_probabilities(manifest: Manifest, bundle: Path, paths: list[Path], ba
     return values
 
 
+ENGINES = ("torch", "onnx", "openvino")
+
+
+def engines_regime(root: Path, images: int | None, folds: int, batch_size: int, workers: int, repeat: int,
+                   device: str) -> dict:
+    """Each engine (eager PyTorch, ONNX Runtime, OpenVINO) in the compute-bound and decode-bound regimes and on the
+    trained digits example: the runtime's and compute-only throughput, and the probabilities against eager's."""
+    figures: dict = {"regime": "engines", "device": device, "folds": folds, "batch_size": batch_size,
+                     "workers": workers, "repeat": repeat, "threads": torch.get_num_threads(), "runs": {}}
+    options = Options(batch_size=batch_size, workers=workers, devices=device, quiet=True)
+    for name in ("compute", "decode"):
+        cfg = REGIMES[name]
+        part = root / name
+        folder = part / "test"
+        make_folder(folder, images or cfg["images"], cfg["source_size"])
+        paths = list_images(folder)
+        runs, probs = {}, {}
+        for e in ENGINES:
+            bundle = make_bundle_for(part, cfg["arch"], cfg["img_size"], folds, cfg["tta"], engine=e)
+            seconds, probs[e] = timed_run(folder, bundle, part / f"{e}.csv", options, repeat)
+            compute_s = compute_only(load_manifest(bundle), bundle, paths, batch_size, repeat, torch.device(device))
+            runs[e] = {"runtime_images_per_s": len(paths) / seconds, "compute_only_images_per_s": len(paths) / compute_s,
+                       "runtime_over_compute_only": compute_s / seconds, **agreement(probs[e], probs["torch"])}
+        figures["runs"][name] = {"arch": cfg["arch"], "img_size": cfg["img_size"], "images": len(paths), **runs}
+    example = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    comp = root / "digits"
+    for script, extra in (("make_competition.py", []), ("train.py", ["--epochs", "5"])):
+        subprocess.run([sys.executable, str(example / script), str(comp), "--task", "multiclass", *extra], check=True,
+                       stdout=subprocess.DEVNULL)
+    paths = list_images(comp / "test")
+    truth = pd.read_csv(comp / "test_labels.csv", dtype={"id": str}).set_index("id")["label"]
+    labels = truth.loc[[p.stem for p in paths]].to_numpy()
+    runs, probs = {}, {}
+    for e in ENGINES:
+        request = PackRequest(models=comp / "runs", options={"engine": e, "format": "probs"})
+        bundle = make_bundle(request, comp / f"bundle-{e}").path
+        seconds, probs[e] = timed_run(comp / "test", bundle, comp / f"{e}.csv", options, repeat)
+        runs[e] = {"runtime_images_per_s": len(paths) / seconds, "accuracy": float((probs[e].argmax(1) == labels).mean()),
+                   **agreement(probs[e], probs["torch"])}
+    figures["runs"]["digits"] = {"images": len(paths), **runs}
+    for runs in figures["runs"].values():
+        for e in ENGINES[1:]:
+            runs[e]["runtime_over_eager"] = runs[e]["runtime_images_per_s"] / runs["torch"]["runtime_images_per_s"]
+    return figures
+
+
 def tree_rss(pid: int) -> dict[int, int]:
     """Resident bytes of a process and of each of its descendants (device workers, loader workers), by pid."""
     found, todo = {}, [pid]
@@ -318,7 +368,8 @@ def devices_regime(root: Path, images: int, folds: int, batch_size: int, workers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regime", choices=("compute", "decode", "digits", "memory", "devices", "all"), default="all")
+    parser.add_argument("--regime", choices=("compute", "decode", "digits", "memory", "devices", "engines", "all"),
+                        default="all")
     parser.add_argument("--images", type=int, default=None, help="images per speed regime (default: per regime)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -329,7 +380,7 @@ def main() -> None:
     args = parser.parse_args()
     workers = engine.available_cpus() if args.workers is None else args.workers
     results = []
-    regimes = ["compute", "decode", "digits", "memory", "devices"] if args.regime == "all" else [args.regime]
+    regimes = ["compute", "decode", "digits", "memory", "devices", "engines"] if args.regime == "all" else [args.regime]
     for name in regimes:
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             if name == "memory":
@@ -343,6 +394,24 @@ def main() -> None:
                     print(f"devices {spec}: {r['images_per_s']:.1f} img/s, peak RSS {r['peak_rss_mb_total']:.0f} MB in "
                           f"all, largest processes {r['peak_rss_mb_per_process']} MB", flush=True)
                 print(f"  two CPU processes / one: {figures['two_over_one_cpu_process']:.2f}", flush=True)
+            elif name == "engines":
+                figures = engines_regime(Path(tmp), args.images, args.folds, args.batch_size, workers, args.repeat,
+                                         args.device)
+                for part, runs in figures["runs"].items():
+                    print(f"engines, {part}:", flush=True)
+                    for e in ENGINES:
+                        r = runs[e]
+                        line = f"  {e:9s} runtime {r['runtime_images_per_s']:8.2f} img/s"
+                        if "compute_only_images_per_s" in r:
+                            line += (f", compute-only {r['compute_only_images_per_s']:8.2f} img/s, "
+                                     f"runtime/compute-only {r['runtime_over_compute_only']:.3f}")
+                        if "accuracy" in r:
+                            line += f", accuracy {r['accuracy']:.4f}"
+                        if e != "torch":
+                            speedup = r["runtime_images_per_s"] / runs["torch"]["runtime_images_per_s"]
+                            line += (f"; {speedup:.2f}x eager, argmax agreement {r['argmax_agreement']:.4f}, "
+                                     f"max |p diff| {r['max_abs_prob_diff']:.2e}")
+                        print(line, flush=True)
             elif name == "digits":
                 figures = digits_regime(Path(tmp), args.batch_size, args.device)
                 exact, fast, agree = figures["runs"]["exact"], figures["runs"]["fast"], figures["fast_decode"]

@@ -101,6 +101,14 @@ def _report(bundle: Any) -> None:
         if f.why:
             _say(f"  chose {f.checkpoint.name}: {f.why}")
         _say(f"  called as {f.call}")
+        if f.engines:
+            gate = f.spec.gate
+            timed = ", ".join(f"{m.engine} {m.images_per_second:.1f} img/s" + ("" if m.passed else f" (fails: {m.why})")
+                              for m in f.engines if m.images_per_second is not None)
+            kept = f"runs on {f.spec.engine}" + (f": gate on {gate['images']} {gate['source']} images, largest "
+                                                 f"probability difference {gate['max_difference']:.1e} (tolerance "
+                                                 f"{gate['tolerance']:g}), argmax agrees" if gate else "")
+            _say(f"  {kept}" + (f"; timed on this machine: {timed}" if timed else ""))
         if f.unchecked:
             _say(f"  {f.unchecked}")
         if f.asked:

@@ -10,8 +10,18 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from builder.errors import BuilderError
+from submission.manifest import ENGINES, Manifest
 
 RUNTIME_PACKAGES = ("torch", "timm", "numpy", "pillow", "safetensors", "pandas")  # what `submission` imports
+
+
+def bundle_packages(manifest: Manifest) -> tuple[str, ...]:
+    """What a bundle's environment installs: the runtime's packages, albumentations when a model uses it, the
+    engines its models run on, and what the user's code needs."""
+    models = manifest.models
+    extras = ("albumentations",) if any(m.preprocess.albumentations for m in models) else ()
+    extras += tuple(dict.fromkeys(ENGINES[m.engine] for m in models if m.engine != "torch"))
+    return RUNTIME_PACKAGES + extras + tuple(r.split("==")[0] for r in manifest.requirements)
 
 
 def host_version(name: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.environment import RUNTIME_PACKAGES
+from builder.environment import bundle_packages
 from builder.errors import DockerError
 from builder.pack.bundle import Bundle, PackRequest, make_bundle
 from builder.pack.folds import Fold
@@ -43,13 +43,6 @@ class PackResult:
     image: SubmissionImage | None = None
     smoke: SmokeRun | None = None
     exported: Exported | None = None  # what the platform takes (builder export)
-
-
-def _packages(bundle: Bundle) -> tuple[str, ...]:
-    """What the environment installs: the runtime's packages, albumentations when a fold uses it, and what the
-    user's code needs."""
-    extras = ("albumentations",) if any(m.preprocess.albumentations for m in bundle.manifest.models) else ()
-    return RUNTIME_PACKAGES + extras + tuple(r.split("==")[0] for r in bundle.manifest.requirements)
 
 
 def pack(
@@ -85,7 +78,7 @@ def pack(
         with phase("checking folds"):
             bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
         with phase(f"environment image on {base_image}"):
-            env = env_image(client, base_image, _packages(bundle), full=full_env, log=log, say=say)
+            env = env_image(client, base_image, bundle_packages(bundle.manifest), full=full_env, log=log, say=say)
         with phase(f"writing the layers of {tag}"):
             image = images.build_submission_image(client, env, bundle.path, bundle.manifest, tag, say)
         with phase(f"smoke run of {tag}"):
@@ -130,7 +123,7 @@ def verify(
         with phase("checking folds"):
             bundle = make_bundle(request, Path(tmp) / "bundle")
         with phase(f"rebuilding the environment on {base}"):
-            env = env_image(client, base, _packages(bundle), full=full_env, load=False, log=log, say=say)
+            env = env_image(client, base, bundle_packages(bundle.manifest), full=full_env, load=False, log=log, say=say)
         with phase("rebuilding the submission layers"):
             expected = submission_image(env, bundle.path, bundle.manifest, image, None)
     names = [f"base image layer {i + 1}" for i in range(len(env.base.spec.diff_ids))]

@@ -4,11 +4,12 @@ Every setting the runtime uses is in the manifest; reading it requires every fie
 a default in code that could differ between pack time and run time. Values are validated when the
 dataclasses are built, so a bad bundle fails at pack time, not on the leaderboard.
 
-Schema version 4: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
+Schema version 5: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
 its outputs are one or several heads; images may come with metadata features; a model's preprocessing may start
-with the user's own function; the entry says how the image is run on its platform. Version 1 bundles (timm models,
-one head), version 2 bundles (no preprocessing function) and version 3 bundles (no entry: the generic one) are
-upgraded when read.
+with the user's own function; the entry says how the image is run on its platform; a model's forward pass may run on
+an exported engine (ONNX Runtime, OpenVINO) that passed an equivalence gate at pack time. Version 1 bundles (timm
+models, one head), version 2 bundles (no preprocessing function), version 3 bundles (no entry: the generic one) and
+version 4 bundles (every model on torch) are upgraded when read.
 
 The output formats sit below this contract: ``submission.formats`` reads a manifest through a protocol and imports
 nothing of this module.
@@ -31,8 +32,8 @@ from submission import formats
 from submission.atomic import atomic_path
 from submission.errors import BundleError
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)  # versions 1 to 3 are upgraded when read
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # versions 1 to 4 are upgraded when read
 MANIFEST_NAME = "manifest.json"
 IMAGE_BUNDLE_DIR = "/opt/submission/bundle"  # where the bundle lies inside the submission image
 
@@ -49,6 +50,8 @@ ROTATING_VIEWS = frozenset({"rot90", "rot270", "transpose", "antitranspose"})  #
 MERGE_MODES = ("mean", "gmean", "logits", "rank")  # rank: percentile ranks over the whole test set, averaged
 DECODE_MODES = ("exact", "fast")  # fast: libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8 scale before the resize
 MODEL_SOURCES = ("timm", "code")  # timm.create_model, or the user's code frozen in the bundle
+# what may run a model's forward pass -> the package that does: eager PyTorch, or the model exported to ONNX
+ENGINES = {"torch": "torch", "onnx": "onnxruntime", "openvino": "openvino"}
 METADATA_KINDS = ("categorical", "numeric", "count")
 TIMM_RESERVED = ("pretrained", "pretrained_cfg_overlay", "checkpoint_path")  # timm kwargs the manifest may not set
 CROP_MODES = ("center", "squash", "border")
@@ -142,9 +145,15 @@ class ModelSpec:
     weights: FileRef  # safetensors state_dict, loaded with strict=True
     weight: float  # ensemble weight, > 0; weights are normalised over the models
     preprocess: Preprocess
+    engine: str = "torch"  # what runs the forward pass: "torch", or "onnx" / "openvino" on the exported graph
+    exported: FileRef | None = None  # the ONNX graph (its heads side by side, [batch, outputs]) an engine runs
+    gate: dict[str, Any] = field(default_factory=dict)  # the equivalence gate's figures at pack time (engines only)
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "model name must not be empty")
+        _choice(f"model {self.name!r}: engine", self.engine, tuple(ENGINES))
+        _require((self.exported is not None) == (self.engine != "torch"),
+                 f"model {self.name!r}: an exported graph goes with an engine other than torch, and only with it")
         _choice(f"model {self.name!r}: source", self.source, MODEL_SOURCES)
         _require(bool(self.arch), f"model {self.name!r}: arch must not be empty")
         _require((self.code is not None) == (self.source == "code"),
@@ -370,6 +379,7 @@ class Manifest:
     def files(self) -> tuple[FileRef, ...]:
         """Every file of the bundle besides manifest.json (a file shared by several models is listed once)."""
         refs = [m.weights for m in self.models]
+        refs += [m.exported for m in self.models if m.exported is not None]
         refs += [f for m in self.models if m.code is not None for f in m.code.files]
         refs += [f for m in self.models if m.preprocess.function is not None for f in m.preprocess.function.files]
         if self.metadata is not None and self.metadata.encoder is not None:
@@ -400,7 +410,9 @@ class Manifest:
         if data.get("schema_version") == 2:
             data = _upgrade_v2(data)
         if data.get("schema_version") == 3:
-            data = {**data, "schema_version": SCHEMA_VERSION, "entry": dataclasses.asdict(GENERIC_ENTRY)}
+            data = {**data, "schema_version": 4, "entry": dataclasses.asdict(GENERIC_ENTRY)}
+        if data.get("schema_version") == 4:
+            data = _upgrade_v4(data)
         return parse_json(cls, data, "manifest")
 
 
@@ -429,6 +441,14 @@ def _upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
             return data  # malformed: let the parse name the key
         models.append({**m, "preprocess": {**m["preprocess"], "function": None}})
     return {**data, "schema_version": 3, "models": models}
+
+
+def _upgrade_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 4 manifest (every model on torch) in version 5's form."""
+    if not all(isinstance(m, dict) for m in data.get("models", [])):
+        return data  # malformed: let the parse name the key
+    models = [{**m, "engine": "torch", "exported": None, "gate": {}} for m in data.get("models", [])]
+    return {**data, "schema_version": SCHEMA_VERSION, "models": models}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:

@@ -118,7 +118,7 @@ def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels
     groups: dict[str, Group] = {}
     for index, spec in enumerate(manifest.models):
         key = json.dumps(asdict(spec.preprocess), sort_keys=True)
-        model = model_io.load(spec, bundle, device, channels_last, weights_root(bundle, manifest))
+        model = model_io.load(spec, bundle, device, channels_last, weights_root(bundle, manifest), torch.get_num_threads())
         if key not in groups:
             groups[key] = Group(Preprocessor(spec.preprocess, spec.name, bundle), [])
         groups[key].members.append((index, model))

@@ -71,7 +71,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Without --slow (or an explicit -m), the tests marked slow are deselected."""
+    """Without --slow (or an explicit -m), the tests marked slow are deselected. Under pytest-xdist (``-n 2 --dist
+    loadgroup``) the tests that use the Docker engine run one after another in one worker, since they share the
+    engine, its caches and the images they build, while each other module runs whole in a worker (its module
+    fixtures built once)."""
+    for item in items:
+        docker = "client" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("docker" if docker else item.nodeid.split("::")[0]))
     if config.getoption("--slow") or config.getoption("-m"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
@@ -90,8 +96,14 @@ def _images() -> set[tuple[str, str]] | None:
         return None
 
 
+def _controller(session: pytest.Session) -> bool:
+    """Not a pytest-xdist worker: the process that sees the whole run begin and end."""
+    return not hasattr(session.config, "workerinput")
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_BEFORE] = _images()
+    if _controller(session):
+        session.config.stash[_BEFORE] = _images()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

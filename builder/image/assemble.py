@@ -25,7 +25,7 @@ from PIL import Image
 
 import submission
 from builder import __version__
-from builder.environment import RUNTIME_PACKAGES
+from builder.environment import bundle_packages
 from builder.errors import DockerError
 from builder.image.engine import Mount, load_image, run_container
 from builder.image.env import EnvImage
@@ -70,7 +70,7 @@ def submission_image(env: EnvImage, bundle: Path, manifest: Manifest, tag: str, 
     rest.update(runtime_files())
 
     parent = env.spec.config
-    pins = env.lock.versions(RUNTIME_PACKAGES + ("albumentations",) + tuple(r.split("==")[0] for r in manifest.requirements))
+    pins = env.lock.versions(bundle_packages(manifest))
     labels = {
         **(parent.get("Labels") or {}),
         "submission.manifest.sha256": sha256_file(bundle / MANIFEST_NAME),

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from builder import __version__
 from builder.errors import ConfigError
 from builder.pack import code as code_io
+from builder.pack import engines
 from builder.pack.checkpoints import read_checkpoint
 from builder.pack.folds import Fold, prepare_fold
 from builder.pack.metadata import DeclaredMetadata
@@ -57,6 +58,7 @@ def make_bundle(request: PackRequest, out: Path, on_fold: Callable[[Fold], None]
         metadata = declare_metadata(settings, staging)
         folds = check_folds(settings, staging, metadata, on_fold)
         target = decide_target(settings, folds)
+        folds = choose_engines(settings, folds, staging, target.task.value, metadata)
         report = _report(settings, target, folds, metadata)
         manifest = _write(staging, settings, folds, target, metadata, report)
     size = sum(p.stat().st_size for p in Path(out).rglob("*") if p.is_file())
@@ -89,6 +91,20 @@ def check_folds(s: PackSettings, staging: Path, metadata: DeclaredMetadata | Non
         detail = ", ".join(f"{f.checkpoint} has {outputs(f)}" for f in folds)
         raise ConfigError(f"the folds disagree on the number of classes: {detail}; pack folds of one task")
     return folds
+
+
+def choose_engines(s: PackSettings, folds: list[Fold], staging: Path, task: str,
+                   metadata: DeclaredMetadata | None) -> list[Fold]:
+    """Each fold on the engine the settings name, exported and gated (``engines``)."""
+    width = metadata.metadata.width if metadata and metadata.metadata.width else 0
+    chosen, taken = [], set()
+    for fold in folds:
+        made = engines.choose(fold, s.engine.value, staging, f"{_fold_file_name(fold.name, taken)}.onnx", task=task,
+                              tolerance=s.engine_tolerance.value,
+                              images=s.gate_images.value if s.gate_images else None, meta_width=width)
+        made.fold.engines = made.table
+        chosen.append(made.fold)
+    return chosen
 
 
 def _report(s: PackSettings, target: Target, folds: list[Fold], metadata: DeclaredMetadata | None) -> dict[str, Sourced]:

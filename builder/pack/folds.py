@@ -46,6 +46,7 @@ class Fold:
     asked: list[str] = field(default_factory=list)  # pretrained weights the constructor asked for (none fetched)
     requirements: dict[str, str] = field(default_factory=dict)  # distributions the user's code imports: versions
     call: str = ""  # how the model is called, and why: "forward(image, meta): ..."
+    engines: list = field(default_factory=list)  # the engines measured for it, and the gate's figures (pack report)
     unchecked: str = ""  # what could not be run at pack time, and what to pass so it is
 
     @property

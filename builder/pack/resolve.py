@@ -86,6 +86,10 @@ class PackSettings:
     pick: Sourced[str] | None
     ema: Sourced[bool]
     allow_unsafe_pickle: Sourced[bool]
+    # what runs the forward passes
+    engine: Sourced[str]
+    engine_tolerance: Sourced[float]
+    gate_images: Sourced[Path] | None
     # the ensemble
     requirements: Sourced[tuple[str, ...]] | None
     decode: Sourced[str]

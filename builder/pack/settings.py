@@ -34,6 +34,7 @@ from submission.manifest import (
 )
 
 T = TypeVar("T")
+ENGINE_CHOICES = ("torch", "onnx", "openvino", "auto")  # the engine setting: auto times each on this machine
 Parse = Callable[[Any, str, str], Any]  # (value, setting name, source) -> the typed value, or a ConfigError
 
 
@@ -147,6 +148,12 @@ def is_file(value: Any) -> bool:
         return isinstance(value, (str, Path)) and Path(value).is_file()
     except OSError:  # "File name too long"
         return False
+
+
+def existing_folder(value: Any, name: str, source: str) -> Path:
+    if isinstance(value, (str, Path)) and str(value).strip() and Path(value).is_dir():
+        return Path(value)
+    raise ConfigError(f"{name} from {source}: {value!r} is not a folder")
 
 
 def existing_file(value: Any, name: str, source: str) -> Path:
@@ -442,6 +449,15 @@ SETTINGS: tuple[Setting, ...] = (
             "returning the same kind; its files are frozen in the bundle.", code_ref, per_fold=True),
     Setting("albumentations", Path, "A JSON file of A.to_dict(eval_transform), used instead of timm's resize and "
             "normalisation; the model input size is what the transform makes.", mapping_file, per_fold=True),
+    # what runs the forward passes
+    Setting("engine", str, "What runs each model's forward pass: torch, onnx (ONNX Runtime), openvino, or auto (each "
+            "timed on this machine, the fastest that passes the equivalence gate kept). An engine runs the model "
+            "exported to ONNX, kept only when it passes the gate against eager PyTorch.", choice(ENGINE_CHOICES),
+            "torch"),
+    Setting("engine_tolerance", float, "The equivalence gate's largest probability difference between an engine and "
+            "eager PyTorch.", number(0.0, 1.0, open_low=True), 1e-4),
+    Setting("gate_images", Path, "A folder of test images the equivalence gate compares on (default: generated "
+            "images).", existing_folder),
     # the ensemble
     Setting("fold_weights", str, "The ensemble weight of each fold, in fold order: 1,1,2; or, in the config file, a "
             "mapping of fold or model folder names to weights (default: equal).", weights),

@@ -3,13 +3,17 @@
 ``builder pack`` checks every fold through these functions and the runtime loads every model through them,
 so a model that packs is a model that runs. A model is ``timm.create_model(arch, pretrained=False, **kwargs)``
 or the user's factory from code frozen in the bundle (``submission.code``), called while downloads are stood in
-for (``models.offline``); either way the weights then come from the bundle, loaded with ``strict=True``.
+for (``models.offline``); either way the weights then come from the bundle, loaded with ``strict=True``. A model
+packed for an engine is its exported graph instead, run by ONNX Runtime or OpenVINO (``models.engines``); its
+output is already the heads side by side.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import timm
@@ -18,11 +22,17 @@ from safetensors.torch import load_file
 
 from submission import code as user_code
 from submission.errors import BundleError
-from submission.manifest import ModelSpec, resolve_file, resolve_path
-from submission.models.heads import split
+from submission.manifest import Head, ModelSpec, resolve_file, resolve_path
+from submission.models import heads
+from submission.models.engines import Engine, open_engine
 from submission.models.offline import no_downloads
 
-__all__ = ["build", "classifier_rows", "forward_inputs", "load", "load_state", "split"]
+__all__ = ["Engine", "build", "classifier_rows", "forward_inputs", "load", "load_state", "split"]
+
+
+def split(output: object, spec: ModelSpec, head_list: Sequence[Head], rows: int) -> list[torch.Tensor]:
+    """Each head's logits from a model's output (``heads.split``); an engine's output is the heads side by side."""
+    return heads.split(output, replace(spec, output=None) if spec.engine != "torch" else spec, head_list, rows)
 
 
 def _build_timm(spec: ModelSpec) -> torch.nn.Module:
@@ -99,13 +109,19 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def load(spec: ModelSpec, bundle: Path, device: torch.device, channels_last: bool = True,
-         weights: Path | None = None) -> torch.nn.Module:
+         weights: Path | None = None, threads: int = 1) -> torch.nn.Module | Engine:
     """Build the model, load its weights strictly (from ``weights``, where the bundle's ``weights/`` lies when the
-    image holds none), move it to ``device`` and set eval mode.
+    image holds none), move it to ``device`` and set eval mode; or open its exported graph on its engine, with
+    ``threads`` for its pool.
 
     channels_last (NHWC) convolutions are faster on GPUs and, through oneDNN, on CPUs too
     (benchmarks/bench_inference.py measures it); the numbers stay float32 on the CPU.
     """
+    if spec.engine != "torch":
+        try:
+            return open_engine(spec.engine, resolve_file(bundle, spec.exported), device, threads)
+        except BundleError as e:
+            raise BundleError(f"model {spec.name!r}: {e}") from None
     try:
         model = build(spec, bundle)
         try:

@@ -268,3 +268,17 @@ def test_each_new_format_runs_in_docker_as_on_the_host(workspace, module_docker_
     assert in_docker == (tmp_path / "host.csv").read_text()
     lines = in_docker.splitlines()
     assert lines[0] == sample.splitlines()[0] and [line.split(",")[0] for line in lines[1:]] == ids
+
+
+def test_an_engine_image_installs_only_its_engine_and_matches_the_host_run(client, workspace, pack):
+    built = pack("e2e-onnx", "--engine", "onnx", "--tta", "hflip")
+    assert "runs on onnx: gate on 24 generated images" in built["output"]
+    proc = docker_run(workspace, "e2e-onnx", workspace / "out-onnx")
+    assert proc.returncode == 0, proc.stderr
+    host = subprocess.run(
+        [sys.executable, "-m", "submission", str(workspace / "test"), "--bundle", str(workspace / "bundle-e2e-onnx"),
+         "--out", str(workspace / "host-onnx.csv"), "--quiet"], capture_output=True, text=True, cwd=ROOT)
+    assert host.returncode == 0, host.stderr
+    assert (workspace / "out-onnx" / "submission.csv").read_bytes() == (workspace / "host-onnx.csv").read_bytes()
+    pins = json.loads(client.images.get(built["id"]).attrs["Config"]["Labels"]["submission.pins"])
+    assert "onnxruntime" in pins and "openvino" not in pins and "onnx" not in pins

@@ -20,7 +20,7 @@ import torch
 
 from submission import devices
 from submission.errors import BundleError, DeviceError
-from submission.manifest import Entry, expand, load_manifest, write_manifest
+from submission.manifest import SCHEMA_VERSION, Entry, expand, load_manifest, write_manifest
 from tests import naive
 from tests.bundles import classes, decision, make_images, manifest, output, preprocess, save_model, write_bundle
 
@@ -180,5 +180,5 @@ def test_a_bundle_packed_before_the_entry_reads_as_the_generic_one(tmp_path):
     data["schema_version"] = 3
     (tmp_path / "manifest.json").write_text(json.dumps(data))
     m = load_manifest(tmp_path)
-    assert m.entry.platform == "generic" and m.entry.input == "/data" and m.schema_version == 4
+    assert m.entry.platform == "generic" and m.entry.input == "/data" and m.schema_version == SCHEMA_VERSION
     write_manifest(tmp_path, m)

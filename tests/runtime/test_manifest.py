@@ -60,7 +60,7 @@ def edit(root, tmp_path, change):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda d: d.update(schema_version=4), "schema_version is 4, but this runtime reads versions 1, 2, 3"),
+        (lambda d: d.update(schema_version=6), "schema_version is 6, but this runtime reads versions 1, 2, 3, 4, 5"),
         (lambda d: d.pop("schema_version"), "schema_version is None"),
         (lambda d: d.update(colour="red"), "manifest: unknown key(s) ['colour']"),
         (lambda d: d.pop("merge"), "manifest: missing key(s) ['merge']"),
@@ -73,6 +73,8 @@ def edit(root, tmp_path, change):
         (lambda d: d["heads"][0].update(size=5), "the heads [('output', 5)] give 5 multiclass classes, but there are 3"),
         (lambda d: d["models"][0].update(source="onnx"), "models[0]: model 'fold0': source is 'onnx'; expected one of: timm, code"),
         (lambda d: d["models"][0].update(source="code"), "code goes with source 'code', and only with it"),
+        (lambda d: d["models"][0].update(engine="tensorrt"), "engine is 'tensorrt'; expected one of: torch, onnx, openvino"),
+        (lambda d: d["models"][0].update(engine="onnx"), "an exported graph goes with an engine other than torch, and only"),
         (lambda d: d["models"][0].update(takes_metadata=True), "models ['fold0'] take metadata, but the manifest declares none"),
         (lambda d: d["models"][0].update(weight=0), "ensemble weight must be positive"),
         (lambda d: d["models"][0].update(kwargs={"pretrained": True}), "kwargs may not set pretrained"),

@@ -40,3 +40,30 @@ def test_importing_the_runtime_the_builder_and_albumentations_opens_no_socket():
 
 def test_the_probe_sees_albumentations_update_check_without_the_switch():
     assert sockets_opened("albumentations"), "the audit hook saw no socket: the test above could not fail"
+
+
+ENGINES = """
+import json, sys, tempfile, time
+from pathlib import Path
+import torch
+graph = Path(tempfile.mkdtemp()) / "m.onnx"
+torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(graph), input_names=["image"],
+                  output_names=["logits"], dynamo=False)
+events = []
+def hook(event, args):
+    if event in ("socket.__new__", "socket.connect", "socket.getaddrinfo", "urllib.Request"):
+        events.append(event)
+sys.addaudithook(hook)
+from submission.models.engines import open_engine
+for name in ("onnx", "openvino"):
+    open_engine(name, graph, torch.device("cpu"), 1)(torch.ones(1, 4))
+time.sleep(1.0)
+print("EVENTS " + json.dumps(events))
+"""
+
+
+def test_opening_and_running_each_engine_opens_no_socket():
+    proc = subprocess.run([sys.executable, "-c", ENGINES], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          check=True)
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("EVENTS "))
+    assert json.loads(line[len("EVENTS "):]) == []
