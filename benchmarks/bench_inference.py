@@ -17,9 +17,10 @@ saved as 256-pixel JPEGs: fast decode against exact, and the accuracy of each), 
 two worker processes on the CPU, and with every GPU when there is one: images/s and the peak RSS of each
 process), and ``engines`` (eager PyTorch, ONNX Runtime and OpenVINO, each packed with ``--engine`` and gated, in the
 compute and decode regimes and on the trained digits example: throughput, runtime/compute-only, accuracy, and the
-probabilities' distance from eager's). Prints images/s, the ratios and peak RSS, and writes them as JSON.
-``--device cuda`` runs the runtime and compute-only on the GPU (autocast, channels_last, pinned memory; ONNX Runtime's
-CUDA provider where onnxruntime-gpu is installed); the naive loop stays on the CPU.
+probabilities' distance from eager's), and ``watchdog`` (its decision after a batch against a batch's time, and the
+runtime with a deadline it never needs against the runtime without). Prints images/s, the ratios and peak RSS, and
+writes them as JSON. ``--device cuda`` runs the runtime and compute-only on the GPU (autocast, channels_last, pinned
+memory; ONNX Runtime's CUDA provider where onnxruntime-gpu is installed); the naive loop stays on the CPU.
 
     python benchmarks/bench_inference.py                      # every regime
     python benchmarks/bench_inference.py --regime decode --images 200
@@ -35,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,7 @@ from submission.inputs.images import list_images  # noqa: E402
 from submission.manifest import TTA_PRESETS, Manifest, load_manifest  # noqa: E402
 from submission.runner import Options, run  # noqa: E402
 from submission.tta import view  # noqa: E402
+from submission.watchdog import Watchdog  # noqa: E402
 
 REGIMES = {
     "compute": dict(arch="resnet18", img_size=224, source_size=256, images=64, tta="hflip"),
@@ -279,6 +282,37 @@ def engines_regime(root: Path, images: int | None, folds: int, batch_size: int, 
     return figures
 
 
+def watchdog_regime(root: Path, images: int | None, folds: int, batch_size: int, workers: int, repeat: int,
+                    device: str) -> dict:
+    """The watchdog's cost: its decision after a batch, timed alone, against a batch's time in the decode regime;
+    and the runtime with a deadline it never needs against the runtime without one."""
+    cfg = REGIMES["decode"]
+    folder = root / "test"
+    make_folder(folder, images or cfg["images"], cfg["source_size"])
+    bundle = make_bundle_for(root, cfg["arch"], cfg["img_size"], folds, cfg["tta"])
+    manifest = load_manifest(bundle)
+    options = Options(batch_size=batch_size, workers=workers, devices=device, quiet=True)
+    runs: dict[str, list[float]] = {"plain": [], "watched": []}
+    for _ in range(repeat):  # alternated, so that a change in the machine's load falls on both
+        plain_s, plain = timed_run(folder, bundle, root / "plain.csv", options, 1)
+        watched_s, watched = timed_run(folder, bundle, root / "watched.csv", replace(options, deadline=3600.0), 1)
+        runs["plain"].append(plain_s)
+        runs["watched"].append(watched_s)
+    plain_s, watched_s = min(runs["plain"]), min(runs["watched"])
+    batches = -(-len(list_images(folder)) // batch_size)
+    watch = Watchdog(manifest, TTA_PRESETS[manifest.tta], time.time() + 3600.0)
+    calls = 10000
+    start = time.perf_counter()
+    for i in range(calls):
+        watch.after_batch(calls - i, batch_size * (calls - i), lambda message: None)
+    decision_s = (time.perf_counter() - start) / calls
+    batch_s = plain_s / batches
+    return {"regime": "watchdog", "arch": cfg["arch"], "folds": folds, "images": len(plain), "batch_size": batch_size,
+            "batch_seconds": batch_s, "decision_seconds": decision_s, "decision_over_batch": decision_s / batch_s,
+            "runtime_images_per_s": len(plain) / plain_s, "with_deadline_images_per_s": len(plain) / watched_s,
+            "with_deadline_over_without": plain_s / watched_s, "same_csv": bool(np.array_equal(plain, watched))}
+
+
 def tree_rss(pid: int) -> dict[int, int]:
     """Resident bytes of a process and of each of its descendants (device workers, loader workers), by pid."""
     found, todo = {}, [pid]
@@ -368,7 +402,8 @@ def devices_regime(root: Path, images: int, folds: int, batch_size: int, workers
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--regime", choices=("compute", "decode", "digits", "memory", "devices", "engines", "all"),
+    parser.add_argument("--regime", choices=("compute", "decode", "digits", "memory", "devices", "engines", "watchdog",
+                                             "all"),
                         default="all")
     parser.add_argument("--images", type=int, default=None, help="images per speed regime (default: per regime)")
     parser.add_argument("--folds", type=int, default=5)
@@ -380,7 +415,8 @@ def main() -> None:
     args = parser.parse_args()
     workers = engine.available_cpus() if args.workers is None else args.workers
     results = []
-    regimes = ["compute", "decode", "digits", "memory", "devices", "engines"] if args.regime == "all" else [args.regime]
+    regimes = ["compute", "decode", "digits", "memory", "devices", "engines", "watchdog"] if args.regime == "all" \
+        else [args.regime]
     for name in regimes:
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             if name == "memory":
@@ -412,6 +448,13 @@ def main() -> None:
                             line += (f"; {speedup:.2f}x eager, argmax agreement {r['argmax_agreement']:.4f}, "
                                      f"max |p diff| {r['max_abs_prob_diff']:.2e}")
                         print(line, flush=True)
+            elif name == "watchdog":
+                figures = watchdog_regime(Path(tmp), args.images, args.folds, args.batch_size, workers, args.repeat,
+                                          args.device)
+                print(f"watchdog: a decision takes {figures['decision_seconds'] * 1e6:.1f} us, "
+                      f"{figures['decision_over_batch']:.2e} of a batch ({figures['batch_seconds']:.3f} s); the runtime "
+                      f"with a deadline it never needs runs at {figures['with_deadline_over_without']:.3f} of its speed "
+                      f"without one, same CSV: {figures['same_csv']}", flush=True)
             elif name == "digits":
                 figures = digits_regime(Path(tmp), args.batch_size, args.device)
                 exact, fast, agree = figures["runs"]["exact"], figures["runs"]["fast"], figures["fast_decode"]

@@ -368,3 +368,53 @@ def thresholds(
     else:
         _say(", ".join(f"{c} {t:.3f}" for c, t in zip(tuned.classes, tuned.thresholds)))
         typer.echo(f"{tuned.metric}: {tuned.before:.4f} at 0.5 -> {tuned.after:.4f} tuned; wrote {out}")
+
+
+@app.command()
+def plan(
+    bundle: Path = typer.Argument(..., metavar="BUNDLE", help="The bundle folder `builder pack --bundle` kept."),
+    data: Path = typer.Option(..., "--data", help="A labelled held-out folder of images (not the hidden test set)."),
+    labels: Path = typer.Option(..., "--labels", help="Their true labels: id + class columns, or id + label column."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="The platform's limit (9h, 20m, 90s); default: the --platform profile's."),
+    platform: str = typer.Option("generic", "--platform", help="The platform whose time limit applies."),
+    expected_rows: Optional[int] = typer.Option(None, "--expected-rows", help="Rows of the hidden set (default: the bundled sample's, else the held-out folder's)."),
+    margin: float = typer.Option(0.1, "--margin", help="The share of the limit kept free."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy (multiclass default), auc (multilabel default) or log_loss."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per batch of the measured run."),
+    device: str = typer.Option("cpu", "--device", help="Where the measured run runs: cpu or cuda (plan on hardware like the platform's)."),
+    top: int = typer.Option(10, "--top", help="Plans to list."),
+    out: Path = typer.Option(Path("plan.yaml"), "--out", help="The chosen plan, as a config `builder pack --config` takes."),
+) -> None:
+    """Measure each model and TTA view on a held-out folder, and list the best-scoring plans that fit the time limit
+    on the hidden set; write the best as a pack config (TTA, folds left out, their drop order and the deadline)."""
+    from builder import platforms
+    from builder.errors import ConfigError
+    from builder.plan import make_plan, write_config
+    from builder.validate.run import parse_duration
+    from submission.manifest import load_manifest
+
+    with _errors():
+        limit = parse_duration(time_limit) if time_limit else platforms.get(platform).limits.time_seconds
+        if limit is None:
+            raise ConfigError(f"the {platform} platform sets no time limit of its own: pass --time-limit")
+        manifest = load_manifest(bundle)
+        rows = expected_rows
+        if rows is None and manifest.sample_submission is not None:
+            with open(bundle / manifest.sample_submission.path, encoding="utf-8-sig") as f:
+                rows = max(0, sum(1 for line in f if line.strip()) - 1)
+        planned = make_plan(bundle, data, labels, limit, rows, margin, metric, batch_size, device)
+        write_config(planned, out)
+    m = planned.measured
+    _say(f"measured on {len(m.ids)} held-out images: start {m.start_seconds:.1f} s, decode {m.decode_seconds * 1e3:.1f} "
+         f"ms/image; per image, each view: " + "; ".join(
+             f"{spec.name} " + " ".join(f"{v} {s * 1e3:.1f} ms" for v, s in zip(m.views, m.seconds[i]))
+             for i, spec in enumerate(m.manifest.models)))
+    _say(f"as packed: {len(m.manifest.models)} model(s) x TTA {m.manifest.tta!r}: {planned.full.seconds:.0f} s, "
+         f"{planned.metric} {planned.full.score:.4f}" + ("" if planned.full.seconds <= planned.budget else " (does not fit)"))
+    table = Table("models", "TTA", "projected", planned.metric, "left of the limit", box=None)
+    for c in planned.fitting[:top]:
+        table.add_row(", ".join(c.names(m)), c.tta, f"{c.seconds:.0f} s", f"{c.score:.4f}",
+                      f"{planned.limit - c.seconds:.0f} s ({1 - c.seconds / planned.limit:.0%})")
+    console.print(table)
+    typer.echo(f"best plan for {planned.rows} images within {planned.budget:.0f} s ({planned.limit:.0f} s less "
+               f"{margin:.0%}): wrote {out}")

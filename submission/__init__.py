@@ -9,6 +9,9 @@ newer version when it is imported (``NO_ALBUMENTATIONS_UPDATE``), Hugging Face's
 """
 
 import os as _os
+import time as _time
+
+STARTED = _time.time()  # when the runtime's process began: deadlines count from here
 
 for _name in ("NO_ALBUMENTATIONS_UPDATE", "HF_HUB_OFFLINE"):
     _os.environ.setdefault(_name, "1")

@@ -58,6 +58,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or AWS_BATCH_JOB_ARRAY_INDEX); needs --out-probs")
     parser.add_argument("--out-probs", type=Path, default=None,
                         help="folder for this shard's values (no CSV): `python -m submission merge` joins them")
+    parser.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                        help="write the file within SECONDS of the start: when the run would be late, the batches left "
+                             "drop views, then models, in the bundle's order (default: the bundle's; 0: none)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata_missing=args.metadata_missing,
         shard=args.shard,
         out_probs=args.out_probs,
+        deadline=args.deadline,
     )
     try:
         entry = load_manifest(args.bundle).entry

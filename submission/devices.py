@@ -16,7 +16,7 @@ import queue
 import re
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ from submission import errors
 from submission.errors import DeviceError, SubmissionError
 from submission.manifest import Manifest, load_manifest
 from submission.predict import available_cpus, batch_rows, empty_values, load_groups, loader, predict_batch, put
+from submission.tta import views_of
+from submission.watchdog import Plan, Watchdog
 
 
 def capability(index: int) -> tuple[int, int]:
@@ -116,6 +118,7 @@ class Job:
     workers: int  # loader processes of this worker
     threads: int  # torch threads of this worker (CPU)
     strict: bool
+    deadline: float | None = None  # time.time() by which every batch must be done (the watchdog's), or None
 
 
 def _schedule(total: int, batch_size: int, rank: int, world: int) -> list[list[int]]:
@@ -130,13 +133,22 @@ def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[
         torch.set_num_threads(job.threads or available_cpus())
     groups = load_groups(manifest, job.bundle, device)
     on_ready()
+    watch = Watchdog(manifest, views_of(manifest.tta), job.deadline) if job.deadline is not None else None
     batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
                      strict=job.strict, decode_mode=manifest.decode, schedule=schedule, ids=job.ids)
-    for rows, batch in zip(schedule, batches):
+    plan = None
+    for done, (rows, batch) in enumerate(zip(schedule, batches), start=1):
         batch = batch.checked()
         meta = None if job.features is None else job.features[rows]
-        yield (rows, predict_batch(manifest, groups, batch.pixels, meta, device=device, log=log),
-               {r: p for r, p in zip(rows, batch.problems) if p}, {r: w for r, w in zip(rows, batch.warnings) if w})
+        values = predict_batch(manifest, groups, batch.pixels, meta, device=device, log=log, plan=plan)
+        yield (rows, values, {r: p for r, p in zip(rows, batch.problems) if p},
+               {r: w for r, w in zip(rows, batch.warnings) if w}, plan)
+        if watch is not None:
+            if done == 1:
+                watch.started()  # the first batch waited for the loader to start: the second is timed
+                continue
+            plan = watch.after_batch(len(schedule) - done, sum(map(len, schedule[done:])), log)
+            plan = None if plan.units == watch.full.units else plan
 
 
 def _worker(job: Job, device: str, rank: int, world: int, results: multiprocessing.Queue) -> None:
@@ -160,11 +172,14 @@ class Scores:
     values: np.ndarray  # ``predict.empty_values``' shape
     problems: dict[int, str]  # image position -> why it was predicted from a blank image
     warnings: dict[int, tuple[tuple[str, str], ...]]  # image position -> the image libraries' warnings on it
+    reduced: dict[int, Plan] = field(default_factory=dict)  # image position -> the watchdog's plan, when it was late
 
-    def add(self, rows: list[int], batch: np.ndarray, problems: dict, warnings: dict) -> None:
+    def add(self, rows: list[int], batch: np.ndarray, problems: dict, warnings: dict, plan: Plan | None) -> None:
         put(self.values, rows, batch)
         self.problems.update(problems)
         self.warnings.update(warnings)
+        if plan is not None:
+            self.reduced.update(dict.fromkeys(rows, plan))
 
 
 def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_batch: Callable[[int], None],

@@ -7,9 +7,10 @@ dataclasses are built, so a bad bundle fails at pack time, not on the leaderboar
 Schema version 5: a model is a timm architecture or the user's code (files frozen in the bundle and a factory);
 its outputs are one or several heads; images may come with metadata features; a model's preprocessing may start
 with the user's own function; the entry says how the image is run on its platform; a model's forward pass may run on
-an exported engine (ONNX Runtime, OpenVINO) that passed an equivalence gate at pack time. Version 1 bundles (timm
+an exported engine (ONNX Runtime, OpenVINO) that passed an equivalence gate at pack time; a deadline and the order in
+which a late run gives up views and models. Version 1 bundles (timm
 models, one head), version 2 bundles (no preprocessing function), version 3 bundles (no entry: the generic one) and
-version 4 bundles (every model on torch) are upgraded when read.
+version 4 bundles (every model on torch, no deadline) are upgraded when read.
 
 The output formats sit below this contract: ``submission.formats`` reads a manifest through a protocol and imports
 nothing of this module.
@@ -279,6 +280,21 @@ def expand(text: str, environ: typing.Mapping[str, str]) -> str:
     return _VARIABLE.sub(one, text)
 
 
+@dataclass(frozen=True)
+class Deadline:
+    """The watchdog's defaults: by when a run must have written its file, and what it gives up first when late."""
+
+    seconds: float | None  # from the runtime's start (None: no deadline unless --deadline gives one)
+    drop_order: tuple[str, ...]  # "view:hflip", "model:fold4": dropped in this order for the batches left
+
+    def __post_init__(self) -> None:
+        _require(self.seconds is None or self.seconds > 0, f"deadline seconds is {self.seconds}; expected > 0")
+        _require(len(set(self.drop_order)) == len(self.drop_order), f"drop_order repeats: {_repeated(self.drop_order)}")
+        for item in self.drop_order:
+            _require(item.partition(":")[0] in ("view", "model") and bool(item.partition(":")[2]),
+                     f"drop_order item {item!r} is neither 'view:NAME' nor 'model:NAME'")
+
+
 GENERIC_ENTRY = Entry(platform="generic", mode="folder", input="/data", output="/output/submission.csv",
                       metadata=None, weights=None, line=None, devices="all")
 
@@ -300,6 +316,7 @@ class Manifest:
     metadata: Metadata | None  # per-image features from a CSV beside the images (None: images only)
     requirements: tuple[str, ...]  # "name==version" the user's code needs beyond the runtime's own packages
     entry: Entry = GENERIC_ENTRY  # how the image is run on its platform
+    deadline: Deadline | None = None  # the watchdog's defaults (None: no deadline, the default drop order)
     provenance: dict[str, Any] = field(default_factory=dict)  # where each setting came from, builder version:
     # written by the builder for people, never read by the runtime
 
@@ -338,6 +355,30 @@ class Manifest:
                               "use decode 'exact'")
         self._check_decision()
         self._check_output()
+        self._check_deadline()
+
+    def _check_deadline(self) -> None:
+        if self.deadline is None:
+            return
+        views, names = TTA_PRESETS[self.tta], [m.name for m in self.models]
+        for item in self.deadline.drop_order:
+            kind, _, name = item.partition(":")
+            known = views[1:] if kind == "view" else names
+            _require(name in known, f"drop_order names {item!r}, but the {kind}s that may be dropped are {list(known)}"
+                                    + (" (the first view is always kept)" if kind == "view" else ""))
+        dropped = [i for i in self.deadline.drop_order if i.startswith("model:")]
+        _require(len(dropped) < len(names), "drop_order drops every model; one must stay")
+        _require(self.deadline.seconds is None or self.merge != "rank",
+                 "a deadline cannot drop work under merge 'rank' (ranks are taken over the whole test set)")
+
+    def drop_order(self) -> tuple[str, ...]:
+        """What a late run gives up, in order: the manifest's, or else the views from the last to the second, then
+        the models from the lightest (the last of equal weight first) to the second heaviest."""
+        if self.deadline is not None and self.deadline.drop_order:
+            return self.deadline.drop_order
+        views = [f"view:{v}" for v in reversed(TTA_PRESETS[self.tta][1:])]
+        order = sorted(range(len(self.models)), key=lambda i: (self.models[i].weight, -i))
+        return tuple(views + [f"model:{self.models[i].name}" for i in order[:-1]])
 
     def _check_decision(self) -> None:
         d, n = self.decision, len(self.classes)
@@ -448,7 +489,7 @@ def _upgrade_v4(data: dict[str, Any]) -> dict[str, Any]:
     if not all(isinstance(m, dict) for m in data.get("models", [])):
         return data  # malformed: let the parse name the key
     models = [{**m, "engine": "torch", "exported": None, "gate": {}} for m in data.get("models", [])]
-    return {**data, "schema_version": SCHEMA_VERSION, "models": models}
+    return {**data, "schema_version": SCHEMA_VERSION, "models": models, "deadline": None}
 
 
 def _repeated(items: typing.Iterable[str]) -> list[str]:

@@ -30,6 +30,7 @@ from submission.inputs.images import decode
 from submission.inputs.preprocess import Preprocessor, fast_decode_keep, normalize
 from submission.manifest import Manifest, weights_root
 from submission.tta import stack_views, views_of
+from submission.watchdog import Plan, full_plan
 
 
 def available_cpus() -> int:
@@ -196,11 +197,13 @@ def _join(first: Any, second: Any) -> Any:
 
 def predict_batch(manifest: Manifest, groups: Sequence[Group], pixels: Sequence[torch.Tensor],
                   meta: np.ndarray | None, *, device: torch.device, channels_last: bool = True,
-                  log: Callable[[str], None] = lambda message: None) -> np.ndarray:
+                  log: Callable[[str], None] = lambda message: None, plan: Plan | None = None) -> np.ndarray:
     """One batch -> [B, C] float64 probabilities, every model and view merged per head and the heads combined;
-    with merge "rank", [M, B, C]: each model's probabilities (its views averaged), ranked once all are known."""
-    size, n_views, heads = len(pixels[0]), len(views_of(manifest.tta)), manifest.heads
-    weights = torch.tensor([m.weight for m in manifest.models], dtype=torch.float64)
+    with merge "rank", [M, B, C]: each model's probabilities (its views averaged), ranked once all are known.
+    ``plan`` (the watchdog's, when a run is late) names the models and views that run; by default all of them."""
+    plan = plan or full_plan(manifest, views_of(manifest.tta))
+    size, n_views, heads = len(pixels[0]), len(plan.views), manifest.heads
+    weights = torch.tensor([manifest.models[i].weight for i in plan.models], dtype=torch.float64)
     features = None if meta is None else torch.from_numpy(meta).to(device).repeat(n_views, 1)
     per_head: list[list[torch.Tensor]] = [[torch.empty(0)] * len(manifest.models) for _ in heads]
     with torch.inference_mode():
@@ -208,15 +211,19 @@ def predict_batch(manifest: Manifest, groups: Sequence[Group], pixels: Sequence[
             x = batch.to(device, non_blocking=True)
             if group.preprocessor.normalizes_on_device:
                 x = normalize(x, group.preprocessor.pre)
-            x = stack_views(x, manifest.tta)
+            members = [(index, model) for index, model in group.members if index in plan.models]
+            if not members:
+                continue
+            x = stack_views(x, plan.views)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            for index, model in group.members:
+            for index, model in members:
                 spec = manifest.models[index]
                 inputs = (x, features) if spec.takes_metadata else (x,)
                 outputs = model_io.split(_forward(model, inputs, device, log, spec.name), spec, heads, n_views * size)
                 for h, y in enumerate(outputs):
                     per_head[h][index] = y.view(n_views, size, heads[h].size)
+        per_head = [[logits[i] for i in plan.models] for logits in per_head]
         if manifest.merge == "rank":
             return view_means(torch.stack(per_head[0]).cpu().double(), manifest.task).numpy()
         merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task) for logits in per_head]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from submission import interrupt, shards
+from submission import STARTED, interrupt, shards
 from submission.devices import Job, plan, score
 from submission.devices import parse as device_list
 from submission.ensemble import finish
@@ -58,6 +58,7 @@ class Options:
     metadata_missing: str = "error"  # an image without a metadata row: "error", or "fill" with the fill values
     shard: str | None = None  # "I/N", "auto" or "auto/N": predict one share of the ids (needs out_probs)
     out_probs: Path | None = None  # the folder for shard files (the CSV is written by ``merge``)
+    deadline: float | None = None  # seconds from the start by which the file is written (0: none); None: the manifest's
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,16 @@ def predict_rows(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet
     if asked in ("all", "auto") and devices[0].type == "cpu":
         info("no GPU is visible: running on the CPU")
     loaders, threads = plan(devices, options.workers)
+    deadline = deadline_of(manifest, options)
     job = Job(Path(bundle), tuple(paths), tuple(ids), encoded.features[rows] if encoded else None, options.batch_size,
-              loaders, threads, options.strict)
+              loaders, threads, options.strict, None if deadline is None else STARTED + deadline)
     where = ", ".join(str(d) for d in devices)
     info(
         f"{len(manifest.models)} model(s), TTA {manifest.tta!r} ({len(views_of(manifest.tta))} view(s)), merge "
         f"{manifest.merge!r}, on {where}, {len(ids)} image(s)"
         + (f" (shard {shard[0]} of {shard[1]})" if shard else "")
         + f", batch {options.batch_size}, {loaders} loader worker(s)" + (" per device" if len(devices) > 1 else "")
+        + (f", deadline {deadline:g} s" if deadline is not None else "")
     )
     progress = Progress(len(ids), enabled=not options.quiet)
 
@@ -176,6 +179,8 @@ def predict_rows(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet
     found = [{"file": str(paths[i]), "library": library, "message": message}
              for i in sorted(scores.warnings) for library, message in scores.warnings[i]]
     report = _problems_report(problems, test.skipped, encoded, found)
+    if deadline is not None:
+        report["watchdog"] = _watchdog_report(manifest, ids, scores.reduced, deadline)
     return Predicted(ids, paths, scores.values, report, problems, where, seconds)
 
 
@@ -210,6 +215,28 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
                   seconds=p.seconds, images_per_second=rate, problems=p.problems, problems_path=summary)
 
 
+def deadline_of(manifest: Manifest, options: Options) -> float | None:
+    """The run's deadline in seconds from the start: --deadline, else the manifest's; None: no watchdog."""
+    seconds = options.deadline if options.deadline is not None else (manifest.deadline and manifest.deadline.seconds)
+    if not seconds:
+        return None
+    if seconds < 0:
+        raise InputError(f"--deadline is {seconds:g}; expected the seconds from the start (0: none)")
+    if manifest.merge == "rank":
+        raise InputError("--deadline cannot drop work under merge 'rank' (ranks are taken over the whole test set); "
+                         "run without it (--deadline 0)")
+    return seconds
+
+
+def _watchdog_report(manifest: Manifest, ids: Sequence[str], reduced: dict, seconds: float) -> dict[str, object]:
+    """What the watchdog did: the deadline, and which ids were predicted with which models and views."""
+    by_plan: dict = {}
+    for row in sorted(reduced):
+        by_plan.setdefault(reduced[row], []).append(ids[row])
+    return {"deadline_seconds": seconds, "drop_order": list(manifest.drop_order()),
+            "reduced": [{**plan.describe(manifest), "ids": found} for plan, found in by_plan.items()]}
+
+
 def _problems_report(problems: tuple[dict[str, str], ...], skipped: Sequence[Path],
                      encoded: meta_io.Encoded | None, found: list[dict[str, str]]) -> dict[str, object]:
     report: dict[str, object] = {"undecodable": list(problems), "skipped_files": [str(p) for p in skipped],
@@ -239,6 +266,10 @@ def _write(manifest: Manifest, ids: Sequence[str], probs: np.ndarray, report: di
     if found:
         files = len({w["file"] for w in found})
         warn(f"the image libraries warned {len(found)} time(s) on {files} file(s); all are listed in {summary}")
+    reduced = report.get("watchdog", {}).get("reduced", [])
+    if reduced:
+        warn(f"{sum(len(p['ids']) for p in reduced)} image(s) were predicted with fewer models or views to keep the "
+             f"deadline; {summary} lists them")
     problems = report["undecodable"]
     if problems:
         listed = "; ".join(f"{p['id']} ({p['reason']})" for p in problems[:10])
@@ -264,6 +295,9 @@ def merge(folder: Path, bundle: Path, out: Path, options: Options = Options()) -
     }
     if "metadata" in first:  # metadata is encoded over the whole test set: alike in every shard
         report["metadata"] = first["metadata"]
+    watched = [r["watchdog"] for r in merged.problems if "watchdog" in r]
+    if watched:  # each shard kept its own deadline
+        report["watchdog"] = {**watched[0], "reduced": [plan for w in watched for plan in w["reduced"]]}
     summary = _write(manifest, merged.ids, probs, report, out, options.quiet)
     info_for(options)(f"merged {len(merged.problems)} shard(s) of {len(merged.ids)} image(s)")
     seconds = time.perf_counter() - start

@@ -29,9 +29,10 @@ def views_of(preset: str) -> Sequence[str]:
     return TTA_PRESETS[preset]
 
 
-def stack_views(batch: torch.Tensor, preset: str) -> torch.Tensor:
-    """[B, C, H, W] -> [V * B, C, H, W]: view 0 of every image, then view 1, ... (split with ``.view(V, B, ...)``)."""
-    names = views_of(preset)
+def stack_views(batch: torch.Tensor, preset: str | Sequence[str]) -> torch.Tensor:
+    """[B, C, H, W] -> [V * B, C, H, W]: view 0 of every image, then view 1, ... (split with ``.view(V, B, ...)``);
+    the views of a preset, or the named ones."""
+    names = views_of(preset) if isinstance(preset, str) else preset
     if len(names) == 1:
         return batch
     return torch.cat([view(batch, n) for n in names])

@@ -33,7 +33,7 @@ from builder.pack.resolve import PackRequest, PackSettings, fold_settings, fold_
 from builder.pack.settings import Sourced
 from builder.pack.target import Target, decide_target
 from submission.errors import BundleError
-from submission.manifest import SCHEMA_VERSION, Code, FileRef, Manifest, sha256_file, write_manifest
+from submission.manifest import SCHEMA_VERSION, Code, Deadline, FileRef, Manifest, sha256_file, write_manifest
 
 SAMPLE_NAME = "sample_submission.csv"
 
@@ -195,6 +195,12 @@ def _write(staging: Path, s: PackSettings, folds: list[Fold], target: Target, me
             metadata=metadata.metadata if metadata else None, requirements=report["requirements"].value,
             entry=s.entry(), provenance=_provenance(s, folds, report),
         )
+        seconds = s.deadline_seconds()
+        if manifest.merge == "rank" and s.deadline is None:
+            seconds = None  # the platform's limit cannot be kept by dropping work under rank: no default deadline
+        given = Deadline(seconds, s.drop_order.value if s.drop_order else ())
+        manifest = replace(manifest, deadline=given)  # checked against the models and views, then written in full
+        manifest = replace(manifest, deadline=replace(given, drop_order=manifest.drop_order()))
     except BundleError as e:
         raise ConfigError(f"the settings do not make a valid bundle: {e}") from None
     _remove_unused_code(staging, manifest)

@@ -81,8 +81,11 @@ class PackSettings:
     input_dir: Sourced[str] | None
     output_path: Sourced[str] | None
     devices: Sourced[str]
+    deadline: Sourced[float] | None
+    drop_order: Sourced[tuple[str, ...]] | None
     gpu_arch: Sourced[tuple[int, int]] | None
     # reading the checkpoints
+    leave_out: Sourced[tuple[str, ...]] | None
     pick: Sourced[str] | None
     ema: Sourced[bool]
     allow_unsafe_pickle: Sourced[bool]
@@ -138,6 +141,12 @@ class PackSettings:
         return dataclasses.replace(entry, input=self.input_dir.value if self.input_dir else entry.input,
                                    output=self.output_path.value if self.output_path else entry.output,
                                    devices=self.devices.value)
+
+    def deadline_seconds(self) -> float | None:
+        """The image's deadline: --deadline (0: none), else the platform's time limit less its reserve."""
+        if self.deadline is not None:
+            return self.deadline.value or None
+        return platforms.get(self.platform.value).limits.deadline()
 
     def report(self) -> dict[str, Sourced]:
         """The ensemble-wide settings that were given or defaulted, for the settings report."""
@@ -231,6 +240,15 @@ def said(request: PackRequest) -> PackSettings:
         sample = read_sample(ensemble["sample_submission"].value, id_column.value if id_column else None)
     pick = ensemble["pick"]
     folds = tuple(find_folds(request.models, pick.value if pick else None))
+    leave = ensemble["leave_out"]
+    if leave is not None:
+        unknown = sorted(set(leave.value) - {f.name for f in folds})
+        if unknown:
+            raise ConfigError(f"leave_out from {leave.source} names {unknown}, which are not among the folds found in "
+                              f"{request.models}: {', '.join(f.name for f in folds)}")
+        folds = tuple(f for f in folds if f.name not in leave.value)
+        if not folds:
+            raise ConfigError(f"leave_out from {leave.source} leaves out every fold")
     settings = PackSettings(
         models_path=Path(request.models), fold_files=folds, sample=sample, **ensemble,
         fold_options=_fold(options), fold_config=_fold(config),

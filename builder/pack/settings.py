@@ -402,11 +402,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("output_path", str, "The file the image writes when run with no arguments (default: the platform's).", text),
     Setting("devices", str, "The devices the image uses when none are asked for: all (every GPU the torch build can "
             "drive, else the CPU) or cpu (a platform GPU the build cannot drive, knowingly).", choice(DEVICES), "all"),
+    Setting("deadline", float, "Seconds from the runtime's start by which the image must have written its file: a "
+            "late run drops work for the batches left, in drop_order (default: the platform's time limit less 5%, at "
+            "least a minute; 0: none).", number(0.0, float("inf"))),
+    Setting("drop_order", str, "What a late run gives up first, in order: view:NAME and model:NAME, e.g. "
+            "view:vflip,view:hflip,model:fold4 (default: the views from the last, then the lightest models).", names),
     Setting("gpu_arch", str, "The GPU it runs on, as sm_70 (a V100), sm_75 (a T4), sm_80 (an A100): pack fails when "
             "the pinned torch build cannot drive it (default: the platform's GPUs).", gpu_arch),
     # what to read
     Setting("sample_submission", Path, "The competition's sample_submission.csv: it fixes the id column, the columns, "
             "the format and the row order.", existing_file),
+    Setting("leave_out", str, "Folds found that the ensemble leaves out, by name: fold3,fold4 (builder plan writes "
+            "it).", names),
     Setting("pick", str, "A file name pattern that chooses the checkpoint in each fold's folder, e.g. 'last.ckpt'.", text),
     Setting("ema", bool, "Use state_dict_ema when a checkpoint has one (--no-ema: state_dict).", flag, True,
             flag="--ema/--no-ema"),

@@ -28,6 +28,13 @@ class Limits:
     archive_bytes: int | None  # the largest image archive (docker save, gzip) it takes
     tmpfs_bytes: int | None  # the size of the writable /tmp
 
+    def deadline(self) -> float | None:
+        """The runtime's default deadline: the time limit less a reserve for the container's start and the
+        interpreter's (5%, at least a minute); None where the platform sets no limit of its own."""
+        if self.time_seconds is None:
+            return None
+        return self.time_seconds - max(60.0, 0.05 * self.time_seconds)
+
 
 @dataclass(frozen=True)
 class Sandbox:
