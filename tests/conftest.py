@@ -70,6 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="also run the slow end-to-end tests (Docker images, examples, benchmarks); CI does")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without --slow (or an explicit -m), the tests marked slow are deselected. Under pytest-xdist (``-n 2 --dist
     loadgroup``) the tests that use the Docker engine run one after another in one worker, since they share the
