@@ -23,6 +23,7 @@ from builder import __version__
 from builder.errors import CHECK_FAILED, KNOWN, UNDECIDED, exit_code
 from builder.metrics import NAMES as METRICS
 from builder.pack.settings import SETTINGS
+from builder.report.page import size as _size
 
 app = typer.Typer(
     help="Pack k-fold checkpoints into an offline Docker image that writes a competition submission CSV.",
@@ -62,61 +63,19 @@ def main(
     """Pack fold checkpoints into a submission image, then run it the way a leaderboard does."""
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} GB"
+def _report(bundle: Any) -> None:
+    from builder.pack.describe import fold_checks, fold_summary, settings_rows
 
-
-def _settings_table(bundle: Any) -> Table:
+    for f in bundle.folds:
+        _say(fold_summary(f))
+        for line in fold_checks(f)[1:]:  # the first was said as the fold was checked
+            _say(f"  {line}")
     table = Table(title="where each setting came from", title_justify="left")
     for column in ("setting", "value", "source"):
         table.add_column(column, overflow="fold")
-    for s in SETTINGS:
-        if s.per_fold:
-            rows = {(str(f.sources[s.name].value), f.sources[s.name].source) for f in bundle.folds if s.name in f.sources}
-        elif s.name in bundle.settings:
-            value = bundle.settings[s.name].value
-            if isinstance(value, tuple) and len(value) > 12:
-                value = f"{value[:12]} ... ({len(value)})"
-            rows = {(str(value), bundle.settings[s.name].source)}
-        else:
-            continue
-        for value, source in sorted(rows):
-            table.add_row(Text(s.name), Text(value), Text(source))
-    for name in sorted(set(bundle.settings) - {s.name for s in SETTINGS}):  # derived: the columns of the CSV
-        table.add_row(Text(name), Text(str(bundle.settings[name].value)), Text(bundle.settings[name].source))
-    return table
-
-
-def _report(bundle: Any) -> None:
-    for f in bundle.folds:
-        p = f.preprocess
-        resize = "albumentations transform" if p.albumentations else f"{p.crop_mode} crop {p.crop_pct:g}, {p.interpolation}"
-        outputs = f"{f.heads[0].size} outputs" if len(f.heads) == 1 else "heads " + ", ".join(f"{h.name}={h.size}" for h in f.heads)
-        _say(f"{f.name}: {f.arch}, {outputs}, input {p.size[0]}x{p.size[1]} ({resize}); "
-             f"weights: {f.entry} of {f.checkpoint}")
-        if f.why:
-            _say(f"  chose {f.checkpoint.name}: {f.why}")
-        _say(f"  called as {f.call}")
-        if f.engines:
-            gate = f.spec.gate
-            timed = ", ".join(f"{m.engine} {m.images_per_second:.1f} img/s" + ("" if m.passed else f" (fails: {m.why})")
-                              for m in f.engines if m.images_per_second is not None)
-            kept = f"runs on {f.spec.engine}" + (f": gate on {gate['images']} {gate['source']} images, largest "
-                                                 f"probability difference {gate['max_difference']:.1e} (tolerance "
-                                                 f"{gate['tolerance']:g}), argmax agrees" if gate else "")
-            _say(f"  {kept}" + (f"; timed on this machine: {timed}" if timed else ""))
-        if f.unchecked:
-            _say(f"  {f.unchecked}")
-        if f.asked:
-            _say(f"  its constructor asked for {'; '.join(f.asked)}: none fetched; every parameter comes from the "
-                 "checkpoint (strict load)")
-        if f.dropped_keys:
-            _say(f"  left out {len(f.dropped_keys)} key(s) outside the model: {', '.join(f.dropped_keys[:6])}")
-    console.print(_settings_table(bundle))
+    for row in settings_rows(bundle):
+        table.add_row(*map(Text, row))
+    console.print(table)
     _say(f"bundle: {bundle.path} ({_size(bundle.size)}, {len(bundle.folds)} fold(s))")
 
 
@@ -135,8 +94,9 @@ def _setting_parameters() -> list[inspect.Parameter]:
 
 def _pack(models: Path, config: Optional[Path], bundle_dir: Optional[Path], bundle_only: bool, tag: str,
           base_image: Optional[str], full_env: bool, verbose: bool, settings: dict[str, Any],
-          export_to: Optional[Path] = None) -> Any:
+          export_to: Optional[Path] = None, html: Optional[Path] = None) -> Any:
     """``pack`` and ``export``: the pipeline, then its report."""
+    from builder.pack.describe import fold_checks
     from builder.pack.resolve import PackRequest
     from builder.pipeline import default_base
     from builder.pipeline import pack as pack_folds
@@ -147,8 +107,7 @@ def _pack(models: Path, config: Optional[Path], bundle_dir: Optional[Path], bund
             request, tag=tag, base_image=base_image or default_base(), full_env=full_env,
             bundle_dir=bundle_dir, bundle_only=bundle_only, phase=console.status,
             log=_say if verbose else (lambda line: None), say=_say, export_to=export_to,
-            on_fold=lambda fold: _say(f"checked {fold.name}: loads strictly into {fold.arch}, weights finite"
-                                      + (", runs a batch" if not fold.unchecked else "")),
+            on_fold=lambda fold: _say(f"checked {fold.name}: {fold_checks(fold)[0]}"),
         )
     _report(result.bundle)
     if result.image is not None:
@@ -166,6 +125,11 @@ def _pack(models: Path, config: Optional[Path], bundle_dir: Optional[Path], bund
         entry = result.bundle.manifest.entry
         _say(f"runs on {entry.platform} with no arguments: {entry.mode} mode, input {entry.input}, output {entry.output}")
         typer.echo(f"built {image.tag}: {image.spec.id} ({_size(image.size)})")
+    if html is not None:
+        from builder.report.pack_page import write_pack_page
+
+        write_pack_page(result, html)
+        _say(f"report page: {html}")
     return result
 
 
@@ -178,10 +142,12 @@ def pack(
     base_image: Optional[str] = typer.Option(None, help="Base image with python3, never pulled (see `builder base`; default: python:X.Y-slim-bookworm of this Python)."),
     full_env: bool = typer.Option(False, "--full-env", help="Keep every file of the environment's packages (triton, headers, CUDA libraries nothing loads)."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the pack's report page here: one self-contained HTML file."),
     **settings: Any,
 ) -> None:
     """Freeze fold checkpoints, settings and the runtime into a reproducible submission image."""
-    _pack(models, config, bundle_only or bundle, bundle_only is not None, tag, base_image, full_env, verbose, settings)
+    _pack(models, config, bundle_only or bundle, bundle_only is not None, tag, base_image, full_env, verbose, settings,
+          html=html)
 
 
 def export(
@@ -193,11 +159,12 @@ def export(
     base_image: Optional[str] = typer.Option(None, help="Base image with python3, never pulled (see `builder base`)."),
     full_env: bool = typer.Option(False, "--full-env", help="Keep every file of the environment's packages."),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="Show pip's output."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the pack's report page here: one self-contained HTML file."),
     **settings: Any,
 ) -> None:
     """Pack as `builder pack` does, then write what --platform takes: the image archive (its size checked against the
     platform's cap) and, where the platform takes the weights apart, the model tarball."""
-    result = _pack(models, config, bundle, False, tag, base_image, full_env, verbose, settings, export_to=out)
+    result = _pack(models, config, bundle, False, tag, base_image, full_env, verbose, settings, export_to=out, html=html)
     for path in result.exported.files:
         _say(f"  {path} ({_size(result.exported.sizes[path.name])})")
     for note in result.exported.notes:
@@ -311,6 +278,9 @@ def validate(
     model: Optional[Path] = typer.Option(None, "--model", help="The model tarball `builder export` wrote, for an image packed for a platform that takes the weights apart."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the report page here: one self-contained HTML file (checks, score, confusion, thresholds, time)."),
+    oof: Optional[Path] = typer.Option(None, "--oof", help="Multilabel: out-of-fold probabilities (id + one column per class, as `builder thresholds` reads them): the page draws each class's F1 on them against its threshold."),
+    oof_labels: Optional[Path] = typer.Option(None, "--oof-labels", help="The labels of --oof's ids (default: --labels)."),
     verbose: bool = typer.Option(True, "--log/--no-log", help="Stream the container's log."),
 ) -> None:
     """Run an image the way a leaderboard does and check its CSV (or check a CSV alone): exit 0 only if every check
@@ -328,13 +298,18 @@ def validate(
             image=image, csv=csv, data=data, sample=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
             expected_rows=expected_rows, out_dir=out, told=told, ignore_sample=ignore_sample, platform=platform,
-            model=model,
+            model=model, oof=oof, oof_labels=oof_labels,
         )
         result = run_validation(request, log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None))
         _print_report(result)
         if report is not None:
             write_report(result, report)
             _say(f"report: {report}")
+        if html is not None:
+            from builder.report.validate_page import write_validate_page
+
+            write_validate_page(result, html)
+            _say(f"report page: {html}")
     if result.verdict == "failed":
         failed = [c.name for c in result.checks if not c.passed and c.level == "error"]
         console.print(f"[bold red]FAILED:[/] {escape(', '.join(failed))}")
@@ -384,6 +359,7 @@ def plan(
     device: str = typer.Option("cpu", "--device", help="Where the measured run runs: cpu or cuda (plan on hardware like the platform's)."),
     top: int = typer.Option(10, "--top", help="Plans to list."),
     out: Path = typer.Option(Path("plan.yaml"), "--out", help="The chosen plan, as a config `builder pack --config` takes."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write the plans' report page here: one self-contained HTML file."),
 ) -> None:
     """Measure each model and TTA view on a held-out folder, and list the best-scoring plans that fit the time limit
     on the hidden set; write the best as a pack config (TTA, folds left out, their drop order and the deadline)."""
@@ -404,6 +380,11 @@ def plan(
                 rows = max(0, sum(1 for line in f if line.strip()) - 1)
         planned = make_plan(bundle, data, labels, limit, rows, margin, metric, batch_size, device)
         write_config(planned, out)
+        if html is not None:
+            from builder.report.plan_page import write_plan_page
+
+            write_plan_page(planned, html)
+            _say(f"report page: {html}")
     m = planned.measured
     _say(f"measured on {len(m.ids)} held-out images: start {m.start_seconds:.1f} s, decode {m.decode_seconds * 1e3:.1f} "
          f"ms/image; per image, each view: " + "; ".join(

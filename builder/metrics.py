@@ -117,6 +117,21 @@ def per_class(true: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> l
     ]
 
 
+def confusion_matrix(true: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    """[n, n] counts of [N] class indices: row the true class, column the predicted one (scikit-learn's layout)."""
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return matrix
+
+
+def f1_curve(true: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """F1 of one class's [N] 0/1 truths when its [N] probabilities are cut at each threshold (p >= t is positive)."""
+    t = np.asarray(true).astype(bool)
+    positive = np.asarray(probs)[None, :] >= np.asarray(thresholds)[:, None]
+    tp, fp, fn = (positive & t).sum(1), (positive & ~t).sum(1), (~positive & t).sum(1)
+    return _safe_div(2 * tp, 2 * tp + fp + fn)
+
+
 def binary_log_loss(true: np.ndarray, scores: np.ndarray) -> float:
     p = np.clip(scores, EPS, 1 - EPS)
     return float(-np.mean(true * np.log(p) + (1 - true) * np.log(1 - p)))

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian/Ubuntu machine (as root) for the builder and its tests: the Python package and its
-# dependencies, Debian's Docker Engine and debootstrap, a running dockerd, and a local base image. Idempotent.
+# dependencies, Debian's Docker Engine, debootstrap and Chromium (the report pages' browser tests), a running
+# dockerd, and a local base image. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
+if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
     apt-get update -qq
-    apt-get install -y -qq docker.io debootstrap >/dev/null
+    apt-get install -y -qq docker.io debootstrap chromium >/dev/null
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check -e ".[dev]"

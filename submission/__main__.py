@@ -18,7 +18,7 @@ from submission import __version__, interrupt
 from submission.entry import run_case, run_stream
 from submission.errors import SubmissionError
 from submission.manifest import expand, load_manifest
-from submission.runner import DEFAULT_BUNDLE, DEFAULT_OUT, Options, Result, merge, run
+from submission.runner import DEFAULT_BUNDLE, DEFAULT_OUT, Options, Result, merge, run, timing_line
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -133,6 +133,8 @@ def _report(call: Callable[[], object], quiet: bool = False, path: Path | None =
         print(f"wrote shard {result.path} ({result.rows} rows) in {result.seconds:.1f}s")
         return 0
     print(f"wrote {result.path} ({result.rows} rows, {result.columns} columns) in {result.seconds:.1f}s")
+    if result.timings:
+        print(timing_line(result.timings))
     if result.problems:
         print(f"{len(result.problems)} image(s) predicted from a blank image: see {result.problems_path}")
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import re
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,8 +128,8 @@ def _schedule(total: int, batch_size: int, rank: int, world: int) -> list[list[i
 
 def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[list[int]], log: Callable[[str], None],
              on_ready: Callable[[], None]):
-    """(image positions, values, {position: problem}, {position: warnings}) of each batch of ``schedule``,
-    predicted on ``device``."""
+    """(image positions, values, {position: problem}, {position: warnings}, the watchdog's plan or None, (seconds
+    waited for the loader, seconds in the forward passes)) of each batch of ``schedule``, predicted on ``device``."""
     if device.type == "cpu":  # torch's pool would take every core of the host, not the container's quota
         torch.set_num_threads(job.threads or available_cpus())
     groups = load_groups(manifest, job.bundle, device)
@@ -136,13 +137,15 @@ def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[
     watch = Watchdog(manifest, views_of(manifest.tta), job.deadline) if job.deadline is not None else None
     batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
                      strict=job.strict, decode_mode=manifest.decode, schedule=schedule, ids=job.ids)
-    plan = None
-    for done, (rows, batch) in enumerate(zip(schedule, batches), start=1):
-        batch = batch.checked()
+    plan, decoded = None, iter(batches)
+    for done, rows in enumerate(schedule, start=1):
+        asked = time.perf_counter()
+        batch = next(decoded).checked()
+        given = time.perf_counter()
         meta = None if job.features is None else job.features[rows]
         values = predict_batch(manifest, groups, batch.pixels, meta, device=device, log=log, plan=plan)
         yield (rows, values, {r: p for r, p in zip(rows, batch.problems) if p},
-               {r: w for r, w in zip(rows, batch.warnings) if w}, plan)
+               {r: w for r, w in zip(rows, batch.warnings) if w}, plan, (given - asked, time.perf_counter() - given))
         if watch is not None:
             if done == 1:
                 watch.started()  # the first batch waited for the loader to start: the second is timed
@@ -173,9 +176,14 @@ class Scores:
     problems: dict[int, str]  # image position -> why it was predicted from a blank image
     warnings: dict[int, tuple[tuple[str, str], ...]]  # image position -> the image libraries' warnings on it
     reduced: dict[int, Plan] = field(default_factory=dict)  # image position -> the watchdog's plan, when it was late
+    decode_seconds: float = 0.0  # waiting for the loader's batches, summed over the devices
+    forward_seconds: float = 0.0  # the models and views of every batch and their merge, summed over the devices
 
-    def add(self, rows: list[int], batch: np.ndarray, problems: dict, warnings: dict, plan: Plan | None) -> None:
+    def add(self, rows: list[int], batch: np.ndarray, problems: dict, warnings: dict, plan: Plan | None,
+            seconds: tuple[float, float]) -> None:
         put(self.values, rows, batch)
+        self.decode_seconds += seconds[0]
+        self.forward_seconds += seconds[1]
         self.problems.update(problems)
         self.warnings.update(warnings)
         if plan is not None:

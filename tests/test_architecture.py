@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # builder modules by layer: a module may import its own layer and lower ones, never a higher one
 LAYERS = {"builder.errors": 0, "builder.environment": 0, "builder.metrics": 0, "builder.truth": 0,
           "builder.sample": 0, "builder.task": 0, "builder.platforms": 0, "builder.pack": 1, "builder.plan": 1, "builder.image": 2,
-          "builder.validate": 3, "builder.export": 3, "builder.pipeline": 4, "builder.cli": 5, "builder.__main__": 6}
+          "builder.validate": 3, "builder.export": 3, "builder.pipeline": 4, "builder.report": 4, "builder.cli": 5, "builder.__main__": 6}
 
 
 def modules(package: str) -> dict[str, Path]:

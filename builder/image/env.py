@@ -73,6 +73,7 @@ class EnvImage:
     full: bool  # nothing left out
     left_out: dict[str, int]  # bytes left out, by why
     built: bool  # False when it was found already built
+    layer_sizes: tuple[int, ...] = ()  # bytes of each of ``layers``' tars
 
 
 def env_key(base: Base, lock: Lock, full: bool) -> str:
@@ -96,7 +97,8 @@ def env_image(
         labels = existing.attrs["Config"].get("Labels") or {}
         return EnvImage(tag, ImageSpec.of(existing.attrs), key, lock, base,
                         tuple(json.loads(labels.get("submission.env.layers", "[]"))), full,
-                        json.loads(labels.get("submission.env.left-out", "{}")), built=False)
+                        json.loads(labels.get("submission.env.left-out", "{}")), built=False,
+                        layer_sizes=tuple(json.loads(labels.get("submission.env.layer-sizes", "[]"))))
 
     cache_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="staging-") as tmp:
@@ -110,7 +112,8 @@ def env_image(
         _check_loadable(trees, base)
         compile_bytecode(client, base, trees, work / "trees")
         layers, spec = _write(base, key, trees, dropped, full, work / "layers" if load else None)
-        env = EnvImage(tag, spec, key, lock, base, tuple(layer.name for layer in layers), full, _by_reason(dropped), True)
+        env = EnvImage(tag, spec, key, lock, base, tuple(layer.name for layer in layers), full, _by_reason(dropped), True,
+                       tuple(layer.size for layer in layers))
         if load:
             say(f"environment image {tag}: expecting image ID {spec.id}")
             load_image(client, spec, layers, tag)
@@ -166,6 +169,7 @@ def _write(base: Base, key: str, trees: dict[str, Path], dropped: list[Dropped],
         "submission.env.key": key,
         "submission.env": "full" if full else "slim",
         "submission.env.layers": json.dumps([layer.name for layer in layers]),
+        "submission.env.layer-sizes": json.dumps([layer.size for layer in layers]),
         "submission.env.left-out": json.dumps(_by_reason(dropped), sort_keys=True),
     }
     config = {"Env": env + [f"{k}={v}" for k, v in ENV.items()], "Cmd": [PYTHON], "User": USER, "Labels": labels}

@@ -28,8 +28,8 @@ from builder.truth import aligned, read_truth
 from builder.validate import expect
 from builder.validate.checks import check_table, read_table, verdict
 from builder.validate.replay import RunLimits, replay
-from builder.validate.run import RunReport, project, run_checks
-from builder.validate.scoring import Score, score
+from builder.validate.run import RunReport, project, run_checks, time_split
+from builder.validate.scoring import Score, oof_curves, score
 from submission.atomic import atomic_path
 from submission.formats.base import Check, Expectation
 from submission.inputs.images import has_image_suffix, list_images
@@ -56,6 +56,8 @@ class ValidateRequest:
     ignore_sample: bool = False  # data is a held-out folder, not the test set: the image predicts what it finds
     platform: str = "generic"  # the platform whose run is replayed (its sandbox, limits and messages)
     model: Path | None = None  # the weights handed in apart (a model tarball, or its folder), for such an image
+    oof: Path | None = None  # out-of-fold probabilities: the F1 curves their thresholds were tuned on (multilabel)
+    oof_labels: Path | None = None  # their labels (default: labels)
 
 
 @dataclass
@@ -66,6 +68,11 @@ class Report:
     score: Score | None = None
     projection: dict[str, Any] | None = None
     inferred: list[str] = field(default_factory=list)  # what was inferred of a CSV checked alone, and why
+    time_split: dict[str, float] | None = None  # the run's seconds by stage (``run.time_split``)
+    platform: str = "generic"  # the platform whose run was replayed
+    limits: dict[str, Any] | None = None  # the limits the run was held to: time_limit, memory, cpus, gpus
+    thresholds: dict[str, float] | None = None  # multilabel: the image's per-class thresholds
+    oof_curves: list[dict] | None = None  # multilabel with --oof: each class's F1 along scoring.THRESHOLDS on them
 
     @property
     def verdict(self) -> str:
@@ -116,7 +123,7 @@ def validate(request: ValidateRequest, log: Callable[[str], None] = lambda line:
         raise ConfigError("--ignore-sample needs --sample-submission: the sample of the folder given with --data")
     if r.image is not None and r.data is None:
         raise ConfigError("--data TEST_DIR is needed to run the image")
-    report = Report(image=r.image)
+    report = Report(image=r.image, platform=r.platform)
     client = connect() if r.image is not None else None
     manifest, bundled = image_manifest(client, r.image) if client is not None else (None, None)
     with tempfile.TemporaryDirectory(prefix="submission-validate-") as tmp:
@@ -126,8 +133,12 @@ def validate(request: ValidateRequest, log: Callable[[str], None] = lambda line:
         report.checks.extend(_in_its_words(checks, platforms.get(r.platform)))
         if table is not None:
             exp = _check(r, manifest, sample, table, report)
+            if manifest is not None and manifest.decision.thresholds:
+                report.thresholds = dict(zip(manifest.classes, manifest.decision.thresholds))
             if r.labels is not None and report.passed:
-                report.score = score(table, exp, r.labels, r.metric)
+                report.score = score(table, exp, r.labels, r.metric, thresholds=report.thresholds)
+            if r.oof is not None:
+                report.oof_curves = _oof(r, exp, report.thresholds)
     return report
 
 
@@ -200,6 +211,8 @@ def _run(r: ValidateRequest, client: docker.DockerClient, manifest: Manifest, sa
     done = replay(client, r.image, manifest, platform, r.data, work, limits=limits, sample_ids=sample_ids,
                   ignore_sample=r.ignore_sample, log=log, model=_model(r, manifest, tmp))
     report.run = done.run
+    report.time_split = time_split(done.run)
+    report.limits = asdict(limits)
     report.checks.extend(_in_its_words(run_checks(done.run, limits.time_limit) + done.checks, platform))
     report.projection = project(done.run, r.expected_rows or len(sample.ids), limits.time_limit, done.answered)
     if report.projection and limits.time_limit and report.projection["fraction_of_limit"] > 0.8:
@@ -242,6 +255,15 @@ def _check(r: ValidateRequest, manifest: Manifest | None, sample: Sample, table:
     truth = aligned(read_truth(r.labels, sample.id_column), table[sample.id_column]) if r.labels and report.passed \
         else None
     return expect.for_scoring(found, {i: checks for i, (_, checks) in enumerate(per_reading)}, truth)
+
+
+def _oof(r: ValidateRequest, exp: Expectation, used: dict[str, float] | None) -> list[dict]:
+    if exp.task != "multilabel":
+        raise ConfigError("--oof draws per-class thresholds on their F1 curves: it is for multilabel submissions")
+    labels = r.oof_labels or r.labels
+    if labels is None:
+        raise ConfigError("--oof needs the labels of its ids: --oof-labels (or --labels when they are the same)")
+    return oof_curves(r.oof, labels, used)
 
 
 def write_report(report: Report, path: Path) -> None:

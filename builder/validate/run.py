@@ -21,6 +21,7 @@ NETWORK_SIGNS = re.compile(
     re.IGNORECASE,
 )
 _WROTE = re.compile(r"wrote \S+ \((\d+) rows, \d+ columns\) in ([\d.]+)s")
+_STAGE = re.compile(r"(\w+) ([\d.]+)s")
 
 
 def parse_duration(text: str) -> float:
@@ -81,3 +82,14 @@ def project(run: RunReport, expected_rows: int, time_limit: float | None, answer
     if time_limit:
         result["fraction_of_limit"] = projected / time_limit
     return result
+
+
+def time_split(run: RunReport) -> dict[str, float] | None:
+    """The run's seconds by stage, from the runtime's "time:" line: start-up is the container's whole run less the
+    other stages (so it holds the container's start, the imports and the models' loading); None without the line."""
+    lines = [line for line in run.log_tail.splitlines() if line.startswith("time: ")]
+    if not lines or run.timed_out:
+        return None
+    stages = {name: float(value) for name, value in _STAGE.findall(lines[-1])}
+    stages.pop("startup", None)
+    return {"startup": max(run.seconds - sum(stages.values()), 0.0), **stages}

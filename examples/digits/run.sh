@@ -36,7 +36,7 @@ head -3 "$mc/out/submission.csv"
 
 step "multiclass: builder validate --labels"
 builder validate digits-multiclass --data "$mc/test" --labels "$mc/test_labels.csv" --time-limit 20m \
-    --memory 4g --cpus 2 --report "$mc/report.json" --no-log
+    --memory 4g --cpus 2 --report "$mc/report.json" --html "$mc/report.html" --no-log
 
 step "multiclass, class names in one column: the same folds packed for sample_submission_names.csv"
 printf 'classes: [zero, one, two, three, four, five, six, seven, eight, nine]\n' > "$mc/names.yaml"
@@ -63,10 +63,11 @@ builder validate digits-multilabel-05 --data "$ml/test" --labels "$ml/test_label
 builder pack --models "$ml/runs" --task multilabel --sample-submission "$ml/sample_submission.csv" \
     --thresholds "$ml/thresholds.json" --base-image "$base" --tag digits-multilabel
 builder validate digits-multilabel --data "$ml/test" --labels "$ml/test_labels.csv" --metric f1_samples \
-    --report "$ml/report.json" --no-log
+    --report "$ml/report.json" --oof "$ml/oof.csv" --oof-labels "$ml/train_labels.csv" --html "$ml/report.html" --no-log
 
 step "scores on the hidden test labels"
 echo "multiclass (indices):           $(score "$mc/report.json")"
 echo "multiclass (class names):       $(score "$mc/report_names.json")"
 echo "multilabel, thresholds 0.5:     $(score "$ml/report_05.json")"
 echo "multilabel, tuned thresholds:   $(score "$ml/report.json")"
+echo "report pages: $mc/report.html, $ml/report.html"

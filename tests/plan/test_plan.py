@@ -6,6 +6,7 @@ every plan as the naive loop does and choose the best that fits. Then the plan i
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import asdict, replace
 from itertools import combinations
@@ -88,10 +89,14 @@ def test_the_plan_it_writes_packs(held_out, tmp_path):
     root, bundle, _, _ = held_out
     result = CliRunner().invoke(app, ["plan", str(bundle), "--data", str(root / "val"), "--labels",
                                       str(root / "labels.csv"), "--time-limit", "2h", "--expected-rows", "1000",
-                                      "--out", str(tmp_path / "plan.yaml")])
+                                      "--out", str(tmp_path / "plan.yaml"), "--html", str(tmp_path / "plan.html")])
     assert result.exit_code == 0, result.output
     assert "as packed: 3 model(s) x TTA 'flips'" in result.output and "left of the limit" in result.output
     plan = yaml.safe_load((tmp_path / "plan.yaml").read_text())
+    page = (tmp_path / "plan.html").read_text()
+    assert 'class="verdict passed">a plan fits<' in page and "<svg" in page and "<script" not in page
+    first = re.search(r"<th>left of the limit</th></tr></thead><tbody><tr><td>([^<]*)</td><td>([^<]*)</td>", page)
+    assert first.groups() == (", ".join(plan["fold_weights"]), plan["tta"])  # the best plan heads the table
     assert plan["deadline"] == 7200 - 360 and set(plan) <= {"tta", "fold_weights", "drop_order", "deadline", "leave_out"}
     packed = load_manifest(pack(root / "runs", tmp_path / "b", config=tmp_path / "plan.yaml", arch="test_resnet",
                                 img_size="32", classes="cat,dog,fox").path)

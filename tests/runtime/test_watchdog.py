@@ -149,3 +149,20 @@ def test_the_platforms_time_limit_gives_the_default_deadline(tmp_path):
     m = load_manifest(pack(tmp_path / "runs", tmp_path / "c", arch="test_resnet", img_size="32", platform="evalai",
                            deadline="0", fold_weights="2,1").path)
     assert m.deadline.seconds is None and m.deadline.drop_order == ("model:fold1",)
+
+
+def test_the_time_split_counts_the_forward_passes_where_they_are(slow):
+    """The model sleeps a known time in forward: the split puts it in forward, and the stages add up to no more than
+    the run took."""
+    root, bundle = slow
+    start = time.time()
+    with mock.patch.object(runner, "STARTED", start):
+        result = runner.run(root / "test", bundle, root / "split.csv",
+                            runner.Options(batch_size=BATCH, workers=0, ignore_sample=True, quiet=True))
+    took = time.time() - start
+    t = result.timings
+    assert set(t) == set(runner.STAGES) and min(t.values()) >= 0
+    assert t["forward"] >= IMAGES // BATCH * BATCH_SECONDS  # the sleeps alone
+    assert t["forward"] + t["decode"] <= result.seconds + 0.05
+    assert sum(t.values()) <= took + 0.05
+    assert runner.timing_line(t).startswith(f"time: startup {t['startup']:.2f}s, decode ")

@@ -65,3 +65,20 @@ def test_per_class_matches_sklearn():
     np.testing.assert_allclose([row["recall"] for row in rows], r)
     np.testing.assert_allclose([row["f1"] for row in rows], f)
     assert [row["support"] for row in rows] == list(s)
+
+
+def test_confusion_matrix_matches_sklearn():
+    true, pred = RNG.integers(0, 6, 300), RNG.integers(0, 6, 300)
+    pred[:100] = true[:100]
+    pred[pred == 5] = 4  # a class never predicted
+    expected = sk.confusion_matrix(true, pred, labels=range(6))
+    assert (metrics.confusion_matrix(true, pred, 6) == expected).all()
+
+
+def test_f1_curve_matches_sklearn_at_every_threshold():
+    true = RNG.integers(0, 2, 200)
+    probs = np.clip(true * 0.3 + RNG.random(200) * 0.7, 0, 1)
+    thresholds = np.linspace(0, 1, 41)
+    got = metrics.f1_curve(true, probs, thresholds)
+    expected = [sk.f1_score(true, probs >= t, zero_division=0) for t in thresholds]
+    assert got == pytest.approx(expected)

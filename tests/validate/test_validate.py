@@ -4,6 +4,8 @@ report; then pack -> validate with labels on a trained example, scoring above ch
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from builder.image.layers import ImageSpec, write_layer
 from builder.validate.report import ValidateRequest, validate
 from builder.validate.run import parse_duration
 from submission.manifest import IMAGE_BUNDLE_DIR, FileRef, ModelSpec
+from tests.browser import CHROMIUM, Browser
 from tests.bundles import manifest, preprocess
 from tests.conftest import BASE
 
@@ -132,7 +135,8 @@ def tiny(client, module_docker_cleanup, tmp_path_factory) -> Path:
                    capture_output=True)
     packed = CliRunner().invoke(app, [
         "pack", "--models", str(folder / "runs"), "--config", str(folder / "pack.yaml"),
-        "--sample-submission", str(folder / "sample_submission.csv"), "--base-image", BASE, "--tag", module_docker_cleanup("validate-tiny:latest")])
+        "--sample-submission", str(folder / "sample_submission.csv"), "--base-image", BASE, "--tag", module_docker_cleanup("validate-tiny:latest"),
+        "--html", str(folder / "pack.html")])
     assert packed.exit_code == 0, packed.output
     for path in [folder, folder / "test", *(folder / "test").iterdir()]:
         path.chmod(0o755)
@@ -142,13 +146,39 @@ def tiny(client, module_docker_cleanup, tmp_path_factory) -> Path:
 def test_pack_then_validate_with_labels_scores_above_chance(tiny, tmp_path):
     result = CliRunner().invoke(app, [
         "validate", "validate-tiny", "--data", str(tiny / "test"), "--labels", str(tiny / "test_labels.csv"),
-        "--time-limit", "10m", "--memory", "4g", "--cpus", "2", "--report", str(tmp_path / "report.json")])
+        "--time-limit", "10m", "--memory", "4g", "--cpus", "2", "--report", str(tmp_path / "report.json"),
+        "--html", str(tmp_path / "report.html")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["passed"] and report["run"]["exit_code"] == 0
     assert report["score"]["metric"] == "accuracy" and report["score"]["value"] > 0.6  # chance: 1/3
     assert report["run"]["peak_memory_bytes"] > 0
     assert "score: accuracy =" in result.output
+    split = report["time_split"]  # the runtime's own figures, start-up the rest of the container's run
+    assert list(split) == ["startup", "decode", "forward", "merge", "write"] and split["forward"] > 0
+    assert sum(split.values()) == pytest.approx(report["run"]["seconds"])
+    assert split["startup"] > split["write"]  # the interpreter, torch and the models load in every run
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="chromium is not installed")
+def test_the_pages_of_a_real_pack_and_run_open_in_a_browser(tiny, tmp_path):
+    result = CliRunner().invoke(app, [
+        "validate", "validate-tiny", "--data", str(tiny / "test"), "--labels", str(tiny / "test_labels.csv"),
+        "--time-limit", "10m", "--no-log", "--html", str(tmp_path / "report.html")])
+    assert result.exit_code == 0, result.output
+    with Browser() as browser:
+        run = browser.open(tmp_path / "report.html", ("#verdict", "#time svg", "#limits td"))
+        pack = browser.open(tiny / "pack.html", ("#verdict", "#layers svg", "#slim", "#folds h3"))
+    for opened in (run, pack):
+        assert opened.errors == [] and all(u.startswith(("file:", "data:")) for u in opened.requests)
+    assert run.dom["#verdict"] == "passed" and run.dom["#time svg"] is not None and run.dom["#limits td"] == "platform"
+    assert pack.dom["#verdict"] == "built" and pack.dom["#layers svg"] is not None
+    assert "left out what inference never loads" in pack.dom["#slim"] and pack.dom["#folds h3"] == "fold0"
+    layers = re.findall(r"<tr><td>(environment: [^<]+|weights|[^<]*code[^<]*)</td><td class=\"num\">([^<]+)</td>",
+                        (tiny / "pack.html").read_text())
+    assert [name for name, _ in layers][:4] == ["environment: system", "environment: CUDA libraries",
+                                                "environment: torch", "environment: packages"]
+    assert all(size != "not recorded" for _, size in layers)
 
 
 def test_a_held_out_folder_with_ignore_sample(tiny, tmp_path):
