@@ -122,7 +122,9 @@ def _platform(report: Report) -> list[str]:
 
 def validate_page(report: Report) -> Page:
     what = report.image or "a CSV checked alone"
-    page = Page(f"validate: {what}", f"replayed as {platforms.get(report.platform).title} runs it" if report.run else "",
+    platform = platforms.get(report.platform)
+    page = Page(f"validate: {what}", f"the run replayed for the {platform.name} platform ({platform.title})"
+                if report.run else "",
                 report.verdict)
     page.section("Checks", _checks(report), anchor="checks")
     if report.score is not None:
