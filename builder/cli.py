@@ -163,7 +163,8 @@ def export(
     **settings: Any,
 ) -> None:
     """Pack as `builder pack` does, then write what --platform takes: the image archive (its size checked against the
-    platform's cap) and, where the platform takes the weights apart, the model tarball."""
+    platform's cap) and, where the platform takes the weights apart, the model tarball; for a platform that runs code
+    (codabench, drivendata, dacon), its zip, with no Docker needed."""
     result = _pack(models, config, bundle, False, tag, base_image, full_env, verbose, settings, export_to=out, html=html)
     for path in result.exported.files:
         _say(f"  {path} ({_size(result.exported.sizes[path.name])})")

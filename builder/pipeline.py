@@ -61,13 +61,27 @@ def pack(
 ) -> PackResult:
     """Check every fold and write the bundle (to ``bundle_dir``, else a temporary folder); unless
     ``bundle_only``, build the image ``tag`` on ``base_image`` (with every file of the environment when
-    ``full_env``) and smoke-run it; with ``export_to``, write there what the platform takes. ``log`` gets tools'
-    output, ``say`` what a person should see."""
+    ``full_env``) and smoke-run it; with ``export_to``, write there what the platform takes (for a platform that
+    runs code, its zip, and no image). ``log`` gets tools' output, ``say`` what a person should see."""
     if bundle_only:
         if bundle_dir is None:
             raise ValueError("bundle_only needs bundle_dir")
         with phase("checking folds"):
             return PackResult(make_bundle(request, bundle_dir, on_fold))
+
+    from builder import platforms
+    from builder.pack.resolve import said
+
+    platform = platforms.get(said(request).platform.value)
+    if export_to is not None and platform.code is not None:  # the platform runs code: no image
+        from builder.export.code import export_code
+
+        with tempfile.TemporaryDirectory(prefix="submission-bundle-") as tmp:
+            with phase("checking folds"):
+                bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
+            with phase(f"writing the {platform.name} export"):
+                exported = export_code(bundle.path, bundle.manifest, platform, export_to, say)
+        return PackResult(bundle, exported=exported)
 
     from builder.image import assemble as images  # Docker is needed from here on only
     from builder.image.engine import connect
@@ -86,12 +100,10 @@ def pack(
                                      bundle=bundle.path)
         exported = None
         if export_to is not None:
-            from builder import platforms
             from builder.export.archive import export_image
 
-            with phase(f"exporting {tag} for {bundle.manifest.entry.platform}"):
-                exported = export_image(client, image.tag, platforms.get(bundle.manifest.entry.platform), bundle.path,
-                                        bundle.manifest, export_to, say)
+            with phase(f"exporting {tag} for {platform.name}"):
+                exported = export_image(client, image.tag, platform, bundle.path, bundle.manifest, export_to, say)
     return PackResult(bundle, env, image, smoke, exported)
 
 

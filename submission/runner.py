@@ -239,6 +239,15 @@ def run(test_dir: Path, bundle: Path, out: Path, options: Options = Options()) -
                   timings=timings)
 
 
+def probabilities(test_dir: Path, bundle: Path, options: Options = Options()) -> tuple[list[str], np.ndarray]:
+    """The ids of ``test_dir``'s images and the ensemble's merged [N, C] probabilities for them, before any decision
+    or format: what the CSV is made from."""
+    manifest = open_bundle(bundle, options)
+    test = test_set(test_dir, bundle, manifest, options)
+    p = predict_rows(manifest, bundle, test_dir, test, list(range(len(test.ids))), options)
+    return p.ids, finish(p.values, manifest.merge, np.array([m.weight for m in manifest.models]))
+
+
 def deadline_of(manifest: Manifest, options: Options) -> float | None:
     """The run's deadline in seconds from the start: --deadline, else the manifest's; None: no watchdog."""
     seconds = options.deadline if options.deadline is not None else (manifest.deadline and manifest.deadline.seconds)

@@ -1,5 +1,6 @@
-"""What the product knows of one competition platform: where the image's input and output are, how it is run
-(its sandbox and limits), what is handed in, how it reports failures, and the source each fact follows.
+"""What the product knows of one competition platform: where the image's (or the exported code's) input and output
+are, how it is run (its sandbox and limits), what is handed in, how it reports failures, and the source each fact
+follows.
 
 Each platform is one module of this package holding one ``Platform``; adding a platform is that module and one
 line in ``builder.platforms``. What the runtime needs of it travels in the manifest (``submission.manifest.Entry``);
@@ -53,6 +54,18 @@ class Sandbox:
 
 
 @dataclass(frozen=True)
+class CodeExport:
+    """What a platform that runs the participant's code in its own image takes: one archive whose root holds the
+    entry script, the files the platform reads (``files``: name -> text), and ``model/`` (the bundle, the runtime
+    package, the pins and the check; ``submission.hosted``)."""
+
+    archive: str  # the archive's file name, e.g. "submission.zip"
+    script: str  # the entry script at its root, e.g. "main.py"
+    files: Mapping[str, str] = field(default_factory=dict)  # other files at its root, e.g. metadata.yaml
+    requirements: bool = False  # a requirements.txt with the pins at its root, which the platform installs
+
+
+@dataclass(frozen=True)
 class Platform:
     name: str  # --platform NAME
     title: str  # for people
@@ -65,6 +78,7 @@ class Platform:
     unverified: tuple[str, ...] = ()  # facts not known for sure, each with the option that sets it
     settings: Mapping[str, Any] = field(default_factory=dict)  # pack settings the platform implies (format, ...)
     weights_apart: bool = False  # the weights are handed in beside the image (a model tarball), not inside it
+    code: CodeExport | None = None  # the platform runs code, not an image: what `builder export` writes for it
 
     def says(self, kind: str) -> str:
         """The platform's own message for a failure kind, or empty."""
