@@ -19,16 +19,16 @@ MATRIX_UP_TO = 40  # classes drawn as a whole confusion matrix; above, the most 
 PAIRS = 20  # confused pairs listed
 CURVES = 24  # classes whose F1 curve is drawn (those whose threshold costs most first); every class is in the table
 _ORDER = {"error": 0, "undecided": 1, "warning": 2}
+_SHOWN = {"warning": ("warn", "warn"), "undecided": ("undecided", "undecided")}  # a level -> its tag's text and style
 
 
 def _checks(report: Report) -> str:
     ordered = sorted(report.checks, key=lambda c: (c.passed, _ORDER.get(c.level, 3)))
-    rows = [(tag("pass", "pass") if c.passed else tag({"warning": "warn", "undecided": "undecided"}.get(c.level, "FAIL"),
-             {"warning": "warn", "undecided": "undecided"}.get(c.level, "fail")), c.name, c.detail) for c in ordered]
-    failed = sum(1 for c in report.checks if not c.passed and c.level == "error")
-    summary = f"{len(report.checks)} checks: {failed} failed, " \
-              f"{sum(1 for c in report.checks if not c.passed and c.level == 'undecided')} undecided, " \
-              f"{sum(1 for c in report.checks if not c.passed and c.level == 'warning')} warnings"
+    rows = [(tag("pass", "pass") if c.passed else tag(*_SHOWN.get(c.level, ("FAIL", "fail"))), c.name, c.detail)
+            for c in ordered]
+    open_ = [c.level for c in report.checks if not c.passed]
+    summary = f"{len(report.checks)} checks: {open_.count('error')} failed, {open_.count('undecided')} undecided, " \
+              f"{open_.count('warning')} warnings"
     notes = items(f"inferred: {note}" for note in report.inferred) if report.inferred else ""
     return paragraph(summary) + notes + table(("result", "check", "detail"), rows, detail=(2,))
 
@@ -91,7 +91,8 @@ def _time(report: Report) -> list[str]:
         projected = None
         if p:
             scale = p["expected_rows"] / max(p["measured_rows"], 1)
-            projected = {k: v if k == "startup" else v * scale for k, v in split.items()}
+            # as ``run.project`` projects: the prediction (decode and forward) scales with the rows, the rest not
+            projected = {k: v * scale if k in ("decode", "forward") else v for k, v in split.items()}
         parts.append(figure(plots.time_split(split, projected, limit),
                             "start-up: the container's start, the imports and loading the models"))
         parts.append(table(("stage", "seconds", "share"),
