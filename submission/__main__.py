@@ -116,7 +116,11 @@ def _report(call: Callable[[], object], quiet: bool = False, path: Path | None =
     """Run ``call`` and turn its result or error into lines on stdout/stderr and the exit code (``quiet``: nothing on
     stdout, which holds the answers)."""
     try:
-        result = call()
+        try:
+            result = call()
+        except Exception:
+            interrupt.checkpoint()  # a stop that arrived first is what ended the run
+            raise
     except SubmissionError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -4,7 +4,8 @@ and writes nothing half.
 Both are set: as PID 1 in a container SIGTERM would otherwise be ignored, and a process started in the
 background by a shell inherits SIGINT ignored. Python swallows an exception raised where it cannot propagate
 (an at-fork hook while a loader worker starts, a finalizer), so the signal is also remembered and raised again
-at the next ``checkpoint``: after each batch, and before a finished file replaces the old one.
+at the next ``checkpoint``: after each batch, before a finished file replaces the old one, and when an error ends
+the run (a C extension the signal interrupted may raise its own error instead: safetensors' reader a TypeError).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from submission import interrupt
 from submission import predict as engine
 from submission.__main__ import main
 from submission.errors import InputError, OutputError
@@ -202,6 +203,37 @@ def test_signal_stops_cleanly_and_writes_nothing_half(tmp_path, bundle, sig, cod
     assert f"stopped by {sig.name}: no new submission written" in err
     assert (out / "submission.csv").read_text() == "previous\n"
     assert sorted(p.name for p in out.iterdir()) == ["submission.csv"]
+
+
+def test_a_stop_that_a_reader_turned_into_its_own_error_is_still_the_stop(
+        tmp_path, bundle, awkward, monkeypatch, capsys):
+    """A signal landing inside a C extension (safetensors' reader) comes out as that extension's error: the run
+    must still end as stopped, not as a broken bundle."""
+    import submission.models as models
+
+    real = models.load_file
+
+    def interrupted(path):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            raise TypeError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+        return real(path)
+
+    monkeypatch.setattr(models, "load_file", interrupted)
+    monkeypatch.setattr(interrupt, "_received", None)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    folder, _ = awkward
+    out = tmp_path / "submission.csv"
+    try:
+        code = main([str(folder), "--bundle", str(bundle), "--out", str(out), "--workers", "0"])
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    assert code == 143
+    assert "stopped by SIGTERM: no new submission written" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("workers", [0, 1, 2])
