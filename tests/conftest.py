@@ -11,6 +11,7 @@ import pytest
 
 BASE = os.environ.get("SUBMISSION_TEST_BASE", "submission-base:bookworm")
 KEPT_REPOSITORIES = ("submission-env", "submission-base")  # caches a later run reuses
+DOCKER_APART = {"tests/test_examples.py": "docker-examples"}  # Docker tests beside the others': their own group
 
 
 @pytest.fixture(scope="session")
@@ -74,11 +75,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without --slow (or an explicit -m), the tests marked slow are deselected. Under pytest-xdist (``-n 2 --dist
     loadgroup``) the tests that use the Docker engine run one after another in one worker, since they share the
-    engine, its caches and the images they build, while each other module runs whole in a worker (its module
-    fixtures built once)."""
+    engine, its caches and the images they build; the examples (the longest, and touching nothing the others
+    look at) are a group of their own, in the other worker at the same time; each other module runs whole in a
+    worker (its module fixtures built once). The two Docker groups come first, so that each starts at once."""
+    def group(item: pytest.Item) -> str:
+        if "client" not in getattr(item, "fixturenames", ()):
+            return item.nodeid.split("::")[0]
+        return DOCKER_APART.get(item.nodeid.split("::")[0], "docker")
+
     for item in items:
-        docker = "client" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("docker" if docker else item.nodeid.split("::")[0]))
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    first = list(dict.fromkeys([*DOCKER_APART.values(), "docker"]))
+    items.sort(key=lambda item: first.index(group(item)) if group(item) in first else len(first))
     if config.getoption("--slow") or config.getoption("-m"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]
