@@ -96,9 +96,9 @@ def _pack(models: Path, config: Optional[Path], bundle_dir: Optional[Path], bund
           base_image: Optional[str], full_env: bool, verbose: bool, settings: dict[str, Any],
           export_to: Optional[Path] = None, html: Optional[Path] = None) -> Any:
     """``pack`` and ``export``: the pipeline, then its report."""
+    from builder.image.base import default_base
     from builder.pack.describe import fold_checks
     from builder.pack.resolve import PackRequest
-    from builder.pipeline import default_base
     from builder.pipeline import pack as pack_folds
 
     request = PackRequest(models=models, options=settings, config=config)
@@ -164,7 +164,7 @@ def export(
 ) -> None:
     """Pack as `builder pack` does, then write what --platform takes: the image archive (its size checked against the
     platform's cap) and, where the platform takes the weights apart, the model tarball; for a platform that runs code
-    (codabench, drivendata, dacon), its zip, with no Docker needed."""
+    (codabench, drivendata, dacon), its zip, and for kaggle its two datasets and the notebook, with no Docker needed."""
     result = _pack(models, config, bundle, False, tag, base_image, full_env, verbose, settings, export_to=out, html=html)
     for path in result.exported.files:
         _say(f"  {path} ({_size(result.exported.sizes[path.name])})")
@@ -258,7 +258,7 @@ def _print_report(report: Any) -> None:
 
 @app.command()
 def validate(
-    image: Optional[str] = typer.Argument(None, help="The submission image to run (omit it with --csv)."),
+    image: Optional[str] = typer.Argument(None, help="The submission image to run (omit it with --csv); for a platform that runs code, what `builder export` wrote (the zip; Kaggle's folder)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The test folder, mounted read-only at /data."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Check this CSV alone, without running an image."),
     sample_submission: Optional[Path] = typer.Option(None, "--sample-submission", help="The platform's sample (default: the one bundled in the image)."),
@@ -277,6 +277,7 @@ def validate(
     ignore_sample: bool = typer.Option(False, "--ignore-sample", help="--data is not the competition's test set (a held-out folder): the image predicts the images found, and the CSV is checked against --sample-submission."),
     platform: str = typer.Option("generic", "--platform", help="Replay this platform's run: its mounts, variables, flags, limits (the defaults of --time-limit, --cpus, --memory) and messages."),
     model: Optional[Path] = typer.Option(None, "--model", help="The model tarball `builder export` wrote, for an image packed for a platform that takes the weights apart."),
+    base_image: Optional[str] = typer.Option(None, "--base-image", help="An export's run: the base of the pinned environment it runs in (default: pack's)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Keep the run's output folder here."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write every check, figure and the score as JSON."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write the report page here: one self-contained HTML file (checks, score, confusion, thresholds, time)."),
@@ -299,7 +300,7 @@ def validate(
             image=image, csv=csv, data=data, sample=sample_submission, labels=labels, metric=metric,
             time_limit=parse_duration(time_limit) if time_limit else None, memory=memory, cpus=cpus, gpus=gpus,
             expected_rows=expected_rows, out_dir=out, told=told, ignore_sample=ignore_sample, platform=platform,
-            model=model, oof=oof, oof_labels=oof_labels,
+            model=model, oof=oof, oof_labels=oof_labels, base_image=base_image,
         )
         result = run_validation(request, log=(lambda line: _say(f"  | {line}")) if verbose else (lambda line: None))
         _print_report(result)

@@ -5,7 +5,6 @@ one its inputs make."""
 from __future__ import annotations
 
 import contextlib
-import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -25,11 +24,6 @@ if TYPE_CHECKING:
     from builder.image.verify import Verdict
 
 Phase = Callable[[str], AbstractContextManager]
-
-
-def default_base() -> str:
-    """The official slim Python image of the host's Python minor version."""
-    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"
 
 
 def _no_phase(name: str) -> AbstractContextManager:
@@ -72,15 +66,21 @@ def pack(
     from builder import platforms
     from builder.pack.resolve import said
 
-    platform = platforms.get(said(request).platform.value)
-    if export_to is not None and platform.code is not None:  # the platform runs code: no image
+    settings = said(request)
+    platform = platforms.get(settings.platform.value)
+    if export_to is not None and platform.runs_code:  # the platform runs the export's code: no image
         from builder.export.code import export_code
+        from builder.export.notebook import export_notebook
 
         with tempfile.TemporaryDirectory(prefix="submission-bundle-") as tmp:
             with phase("checking folds"):
                 bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
             with phase(f"writing the {platform.name} export"):
-                exported = export_code(bundle.path, bundle.manifest, platform, export_to, say)
+                if platform.notebook is not None:
+                    exported = export_notebook(bundle.path, bundle.manifest, platform, settings, tag, export_to,
+                                               say, log)
+                else:
+                    exported = export_code(bundle.path, bundle.manifest, platform, export_to, say)
         return PackResult(bundle, exported=exported)
 
     from builder.image import assemble as images  # Docker is needed from here on only

@@ -72,3 +72,7 @@ def main(model: Path, argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     return command.main([*argv, "--bundle", str(model / BUNDLE)])
+
+
+if __name__ == "__main__":  # python -m submission.hosted, with the export's model/ folder on the path
+    raise SystemExit(main(Path(__file__).resolve().parents[1], sys.argv[1:]))

@@ -71,6 +71,24 @@ def _check(model: Path, manifest: Manifest) -> None:
         json.dumps({"ids": ids, "probabilities": probs.tolist()}) + "\n")
 
 
+def refuse_metadata(manifest: Manifest, platform: Platform) -> None:
+    if manifest.metadata is not None:
+        raise ConfigError(f"a {platform.name} export checks itself on generated images, which models that take "
+                          "metadata cannot be run on: pack those for an image platform")
+
+
+def write_model(bundle: Path, manifest: Manifest, model: Path, say: Callable[[str], None]) -> dict[str, str]:
+    """The export's ``model/`` folder: the bundle, the runtime package, the pins and the check; the pins."""
+    shutil.copytree(bundle, model / hosted.BUNDLE)
+    shutil.copytree(Path(submission.__file__).parent, model / "submission",
+                    ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(".pyc")])
+    pinned = pins(manifest)
+    (model / hosted.PINS).write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
+    say(f"checking the export on {CHECK_IMAGES} images of its own")
+    _check(model, manifest)
+    return pinned
+
+
 def _zip(root: Path, out: Path) -> int:
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(root.rglob("*")):
@@ -86,20 +104,11 @@ def export_code(bundle: Path, manifest: Manifest, platform: Platform, out: Path,
                 say: Callable[[str], None] = lambda line: None) -> Exported:
     """The platform's zip, written into the folder ``out``."""
     layout = platform.code
-    if manifest.metadata is not None:
-        raise ConfigError(f"a {platform.name} export checks itself on generated images, which models that take "
-                          "metadata cannot be run on: pack those for an image platform")
+    refuse_metadata(manifest, platform)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="submission-export-") as tmp:
         root = Path(tmp) / "root"
-        model = root / "model"
-        shutil.copytree(bundle, model / hosted.BUNDLE)
-        shutil.copytree(Path(submission.__file__).parent, model / "submission",
-                        ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(".pyc")])
-        pinned = pins(manifest)
-        (model / hosted.PINS).write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
-        say(f"checking the export on {CHECK_IMAGES} images of its own")
-        _check(model, manifest)
+        pinned = write_model(bundle, manifest, root / "model", say)
         (root / layout.script).write_text(SCRIPT.format(title=platform.title))
         for name, text in layout.files.items():
             (root / name).write_text(text)

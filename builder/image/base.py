@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,12 @@ from builder.image.engine import local_image
 from builder.image.layers import ImageSpec
 
 DEFAULT_BASE_TAG = "submission-base:bookworm"
+
+
+def default_base() -> str:
+    """The base an image is packed on when none is named: the official slim Python image of the host's Python minor
+    version."""
+    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim-bookworm"
 PACKAGES = "python3,python3-venv,ca-certificates"
 CHANGES = [
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -82,12 +82,12 @@ def run_container(
     log: Log = lambda line: None, data_target: str = "/data", out_target: str = "/output",
     extra_mounts: Sequence[Mount] = (), env: Mapping[str, str] | None = None, stdin: bytes | None = None,
     init: bool = False, ulimits: Mapping[str, int] | None = None, read_only: bool = True,
-    tmpfs_bytes: int | None = None,
+    tmpfs_bytes: int | None = None, entrypoint: Sequence[str] | None = None, working_dir: str | None = None,
 ) -> ContainerRun:
     """Run ``image`` with ``args`` as a grader does: ``data`` read-only at ``data_target``, ``out`` at
     ``out_target``, no network, read-only root, no capabilities; ``stdin`` fed and closed (stdout then kept apart);
-    stopped at ``time_limit`` seconds (none: it may run as long as it takes). The container is removed afterwards,
-    whatever happened."""
+    stopped at ``time_limit`` seconds (none: it may run as long as it takes); ``entrypoint`` and ``working_dir``
+    in place of the image's. The container is removed afterwards, whatever happened."""
     mounts = [Mount(data, data_target, True)] + ([Mount(out, out_target, False)] if out is not None else [])
     mounts += list(extra_mounts)
     tmpfs = "rw,nosuid,nodev,mode=1777" + (f",size={tmpfs_bytes}" if tmpfs_bytes else "")
@@ -100,6 +100,10 @@ def run_container(
         init=init, ulimits=[docker.types.Ulimit(name=k, soft=v, hard=v) for k, v in (ulimits or {}).items()],
         stdin_open=stdin is not None,
     )
+    if entrypoint is not None:
+        kwargs["entrypoint"] = list(entrypoint)
+    if working_dir is not None:
+        kwargs["working_dir"] = working_dir
     if memory:
         kwargs.update(mem_limit=memory, memswap_limit=memory)
     if cpus:

@@ -80,6 +80,8 @@ class PackSettings:
     platform: Sourced[str]
     input_dir: Sourced[str] | None
     output_path: Sourced[str] | None
+    competition: Sourced[str] | None
+    owner: Sourced[str] | None
     devices: Sourced[str]
     deadline: Sourced[float] | None
     drop_order: Sourced[tuple[str, ...]] | None
@@ -138,9 +140,17 @@ class PackSettings:
     def entry(self) -> Entry:
         """How the image is run on its platform: the profile's entry, with the paths and devices given."""
         entry = platforms.get(self.platform.value).entry
-        return dataclasses.replace(entry, input=self.input_dir.value if self.input_dir else entry.input,
-                                   output=self.output_path.value if self.output_path else entry.output,
-                                   devices=self.devices.value)
+        entry = dataclasses.replace(entry, input=self.input_dir.value if self.input_dir else entry.input,
+                                    output=self.output_path.value if self.output_path else entry.output,
+                                    devices=self.devices.value)
+        named = "{competition}" in entry.input or "{competition}" in entry.output
+        if named and self.competition is None:
+            raise ConfigError(f"the {self.platform.value} platform reads the test data from {entry.input}: pass "
+                              "--competition NAME (the last part of the competition's address), or --input-dir")
+        if named:
+            entry = dataclasses.replace(entry, input=entry.input.replace("{competition}", self.competition.value),
+                                        output=entry.output.replace("{competition}", self.competition.value))
+        return entry
 
     def deadline_seconds(self) -> float | None:
         """The image's deadline: --deadline (0: none), else the platform's time limit less its reserve."""

@@ -400,6 +400,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("input_dir", str, "Where the test data lies when the image runs with no arguments (default: the "
             "platform's; $VAR and ${VAR:-default} are expanded at run time).", text),
     Setting("output_path", str, "The file the image writes when run with no arguments (default: the platform's).", text),
+    Setting("competition", str, "The competition's name, the last part of its address: where a platform names its "
+            "data folder after it (kaggle: /kaggle/input/NAME), and the notebook's competition source.", text),
+    Setting("owner", str, "Your user name on the platform, for what an export names after it (kaggle: the "
+            "datasets' and the notebook's USER/...; default: $KAGGLE_USERNAME, else ~/.kaggle/kaggle.json's).", text),
     Setting("devices", str, "The devices the image uses when none are asked for: all (every GPU the torch build can "
             "drive, else the CPU) or cpu (a platform GPU the build cannot drive, knowingly).", choice(DEVICES), "all"),
     Setting("deadline", float, "Seconds from the runtime's start by which the image must have written its file: a "

@@ -6,7 +6,17 @@
 from __future__ import annotations
 
 from builder.errors import ConfigError
-from builder.platforms import aicrowd, aisg, codabench, dacon, drivendata, evalai, generic, grand_challenge
+from builder.platforms import (
+    aicrowd,
+    aisg,
+    codabench,
+    dacon,
+    drivendata,
+    evalai,
+    generic,
+    grand_challenge,
+    kaggle,
+)
 from builder.platforms.base import Limits, Platform, Sandbox
 
 PLATFORMS: dict[str, Platform] = {}
@@ -17,7 +27,7 @@ def register(platform: Platform) -> Platform:
     return platform
 
 
-for _module in (generic, evalai, aisg, grand_challenge, aicrowd, codabench, drivendata, dacon):
+for _module in (generic, evalai, aisg, grand_challenge, aicrowd, kaggle, codabench, drivendata, dacon):
     register(_module.PLATFORM)
 
 

@@ -61,8 +61,21 @@ class CodeExport:
 
     archive: str  # the archive's file name, e.g. "submission.zip"
     script: str  # the entry script at its root, e.g. "main.py"
+    program: str  # where the platform unpacks it, its working folder, e.g. /app/program
     files: Mapping[str, str] = field(default_factory=dict)  # other files at its root, e.g. metadata.yaml
     requirements: bool = False  # a requirements.txt with the pins at its root, which the platform installs
+    exact: bool = False  # nothing else may lie at its root (the platform fails an archive with more)
+
+
+@dataclass(frozen=True)
+class NotebookExport:
+    """What a platform that reruns a notebook offline takes (Kaggle): datasets attached to the notebook (the bundle
+    with the runtime; the pinned wheels, apart, as they change far less often) and the notebook with its metadata
+    (``builder.export.notebook``)."""
+
+    python: str  # the kernel's Python, "3.11": the wheels are downloaded for it
+    input_root: str  # where attached datasets and the competition's data appear, e.g. /kaggle/input
+    working: str  # the notebook's working folder, whose files are its output, e.g. /kaggle/working
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,12 @@ class Platform:
     settings: Mapping[str, Any] = field(default_factory=dict)  # pack settings the platform implies (format, ...)
     weights_apart: bool = False  # the weights are handed in beside the image (a model tarball), not inside it
     code: CodeExport | None = None  # the platform runs code, not an image: what `builder export` writes for it
+    notebook: NotebookExport | None = None  # the platform reruns a notebook: what `builder export` writes for it
+
+    @property
+    def runs_code(self) -> bool:
+        """It runs the export's code in its own environment, not an image: `builder export` needs no Docker."""
+        return self.code is not None or self.notebook is not None
 
     def says(self, kind: str) -> str:
         """The platform's own message for a failure kind, or empty."""

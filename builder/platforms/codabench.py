@@ -23,5 +23,6 @@ PLATFORM = Platform(
            "src/apps/competitions/models.py (execution_time_limit, 600 s by default)",
     unverified=("the time limit: the phase's execution_time_limit; pass --time-limit",
                 "the organiser's image: its Python and packages; the export says which versions differ and checks"),
-    code=CodeExport(archive="submission.zip", script="run.py", files={"metadata.yaml": "command: python3 run.py\n"}),
+    code=CodeExport(archive="submission.zip", script="run.py", program="/app/program",
+                    files={"metadata.yaml": "command: python3 run.py\n"}),
 )

@@ -20,5 +20,5 @@ PLATFORM = Platform(
     source="dacon.io code-submission pages (submit.zip = model/ + script.py + requirements.txt, exact names)",
     unverified=("the test folder and the CSV's path: the competition's; pass --input-path and --output-path",
                 "the time limit and hardware: the competition's; pass --time-limit"),
-    code=CodeExport(archive="submit.zip", script="script.py", requirements=True),
+    code=CodeExport(archive="submit.zip", script="script.py", program="/work", requirements=True, exact=True),
 )

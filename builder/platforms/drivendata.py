@@ -23,5 +23,5 @@ PLATFORM = Platform(
            "no network, packages only through the runtime repository)",
     unverified=("the time limit: the competition's (8 h in several); pass --time-limit",
                 "the GPU: the competition's runtime (often one); pass --gpu-arch"),
-    code=CodeExport(archive="submission.zip", script="main.py"),
+    code=CodeExport(archive="submission.zip", script="main.py", program="/code_execution"),
 )

@@ -43,7 +43,7 @@ class RunLimits:
     gpus: bool = False
 
 
-def _report(run: ContainerRun) -> RunReport:
+def run_report(run: ContainerRun) -> RunReport:
     return RunReport(exit_code=run.exit_code, seconds=run.seconds, timed_out=run.timed_out,
                      peak_memory_bytes=run.peak_memory_bytes, log_tail="\n".join(run.log.splitlines()[-40:]),
                      network_attempted=bool(NETWORK_SIGNS.search(run.log)), oom_killed=run.oom_killed)
@@ -86,6 +86,11 @@ def replay(client: docker.DockerClient, image: str, manifest: Manifest, platform
            model: Path | None = None) -> Replayed:
     """Run ``image`` on ``data`` as ``platform`` does; ``work`` holds what the run writes."""
     entry = read_by(platform, manifest)
+    if "{competition}" in platform.sandbox.data:  # the data folder is named after the competition
+        if entry is platform.entry:
+            raise ConfigError(f"{platform.name} mounts the test data at {platform.sandbox.data}, named after the "
+                              f"competition: validate an image packed with --platform {platform.name} --competition NAME")
+        platform = replace(platform, sandbox=replace(platform.sandbox, data=entry.input))
     mode = entry.mode
     if mode == "stream":
         return _stream(client, image, manifest, platform, data, work, limits, sample_ids, log, model)
@@ -102,7 +107,7 @@ def replay(client: docker.DockerClient, image: str, manifest: Manifest, platform
     if csv is None:
         raise ConfigError(f"{platform.name} reads {entry.output}, outside its output folder "
                           f"{platform.sandbox.output}: pass --output-path under it")
-    return Replayed(_report(run), csv)
+    return Replayed(run_report(run), csv)
 
 
 FIELDS = {"label": r"[01]", "proba": r"[0-9.eE+-]+"}  # a line template's fields and what they print
@@ -140,7 +145,7 @@ def _stream(client: docker.DockerClient, image: str, manifest: Manifest, platfor
     values += [""] * (len(ids) - len(values))
     csv = work / "answers.csv"
     pd.DataFrame({manifest.output.columns[0]: ids, manifest.output.columns[1]: values}).to_csv(csv, index=False)
-    return Replayed(_report(run), csv, [count, form], len(lines))
+    return Replayed(run_report(run), csv, [count, form], len(lines))
 
 
 def _cases(client: docker.DockerClient, image: str, manifest: Manifest, platform: Platform, data: Path, work: Path,
@@ -158,7 +163,7 @@ def _cases(client: docker.DockerClient, image: str, manifest: Manifest, platform
         out.chmod(0o777)
         for folder in (case, case / "images", case / "images" / "image"):
             folder.chmod(0o755)
-        run = _report(_run(client, image, platform, [], case, out, limits, log, model))
+        run = run_report(_run(client, image, platform, [], case, out, limits, log, model))
         total = run if total is None else replace(total, seconds=total.seconds + run.seconds,
                                                   peak_memory_bytes=max(total.peak_memory_bytes or 0,
                                                                         run.peak_memory_bytes or 0) or None)

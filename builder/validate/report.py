@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import pandas as pd
@@ -34,6 +34,9 @@ from submission.atomic import atomic_path
 from submission.formats.base import Check, Expectation
 from submission.inputs.images import has_image_suffix, list_images
 from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest
+
+if TYPE_CHECKING:
+    from builder.validate.exported import Opened
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class ValidateRequest:
     ignore_sample: bool = False  # data is a held-out folder, not the test set: the image predicts what it finds
     platform: str = "generic"  # the platform whose run is replayed (its sandbox, limits and messages)
     model: Path | None = None  # the weights handed in apart (a model tarball, or its folder), for such an image
+    base_image: str | None = None  # an export's run: the base of the pinned environment (default: pack's)
     oof: Path | None = None  # out-of-fold probabilities: the F1 curves their thresholds were tuned on (multilabel)
     oof_labels: Path | None = None  # their labels (default: labels)
 
@@ -125,10 +129,21 @@ def validate(request: ValidateRequest, log: Callable[[str], None] = lambda line:
         raise ConfigError("--data TEST_DIR is needed to run the image")
     report = Report(image=r.image, platform=r.platform)
     client = connect() if r.image is not None else None
-    manifest, bundled = image_manifest(client, r.image) if client is not None else (None, None)
+    exported = client is not None and platforms.get(r.platform).runs_code
     with tempfile.TemporaryDirectory(prefix="submission-validate-") as tmp:
+        opened = None
+        if exported:  # the platform runs code: IMAGE is what `builder export` wrote
+            from builder.validate.exported import open_export  # torch's world: never for --csv
+
+            opened = open_export(Path(r.image), platforms.get(r.platform), Path(tmp))
+            report.checks.extend(opened.checks)
+            if opened.manifest is None or not report.passed:
+                return report
+            manifest, bundled = opened.manifest, opened.sample
+        else:
+            manifest, bundled = image_manifest(client, r.image) if client is not None else (None, None)
         sample = _sample(r, manifest, bundled, Path(tmp), report)
-        csv = _run(r, client, manifest, sample, Path(tmp), report, log) if client is not None else r.csv
+        csv = _run(r, client, manifest, sample, Path(tmp), report, log, opened) if client is not None else r.csv
         checks, table = read_table(csv)
         report.checks.extend(_in_its_words(checks, platforms.get(r.platform)))
         if table is not None:
@@ -201,15 +216,23 @@ def _model(r: ValidateRequest, manifest: Manifest, tmp: Path) -> Path | None:
 
 
 def _run(r: ValidateRequest, client: docker.DockerClient, manifest: Manifest, sample: Sample, tmp: Path,
-         report: Report, log: Callable[[str], None]) -> Path:
-    """The platform's run replayed; its checks and the projection of the hidden set's time. Returns the answer's CSV."""
+         report: Report, log: Callable[[str], None], opened: Opened | None = None) -> Path:
+    """The platform's run replayed (of the image, or of the export ``opened``); its checks and the projection of
+    the hidden set's time. Returns the answer's CSV."""
     platform = platforms.get(r.platform)
     limits = _limits(r, platform, report)
     work = Path(r.out_dir) if r.out_dir else tmp / "run"
     work.mkdir(parents=True, exist_ok=True)
     sample_ids = None if r.ignore_sample or manifest.entry.mode != "folder" else list(sample.ids)
-    done = replay(client, r.image, manifest, platform, r.data, work, limits=limits, sample_ids=sample_ids,
-                  ignore_sample=r.ignore_sample, log=log, model=_model(r, manifest, tmp))
+    if opened is not None:
+        from builder.image.base import default_base
+        from builder.validate.exported import replay_export
+
+        done = replay_export(client, opened, platform, r.data, work, limits=limits, ignore_sample=r.ignore_sample,
+                             base_image=r.base_image or default_base(), log=log)
+    else:
+        done = replay(client, r.image, manifest, platform, r.data, work, limits=limits, sample_ids=sample_ids,
+                      ignore_sample=r.ignore_sample, log=log, model=_model(r, manifest, tmp))
     report.run = done.run
     report.time_split = time_split(done.run)
     report.limits = asdict(limits)
