@@ -78,9 +78,10 @@ def pack(
             with phase(f"writing the {platform.name} export"):
                 if platform.notebook is not None:
                     exported = export_notebook(bundle.path, bundle.manifest, platform, settings, tag, export_to,
-                                               say, log)
+                                               say, log, bundle.metadata_rows)
                 else:
-                    exported = export_code(bundle.path, bundle.manifest, platform, export_to, say)
+                    exported = export_code(bundle.path, bundle.manifest, platform, export_to, say,
+                                           bundle.metadata_rows)
         return PackResult(bundle, exported=exported)
 
     from builder.image import assemble as images  # Docker is needed from here on only

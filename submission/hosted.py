@@ -24,7 +24,8 @@ from submission.runner import Options, probabilities
 
 BUNDLE = "bundle"  # the export's model/ folder holds the bundle, this package, the pins and the check
 PINS = "pins.json"  # {distribution: version} of the packing environment
-CHECK = "check"  # images/ and probabilities.json: {"ids": [...], "probabilities": [[...], ...]}
+CHECK = "check"  # images/, probabilities.json: {"ids": [...], "probabilities": [[...], ...]}, and the metadata
+CHECK_METADATA = "metadata.csv"  # in CHECK: the images' metadata rows, for models that take metadata
 TOLERANCE = 1e-4  # the largest probability difference the check allows (the engines' gate uses the same)
 
 
@@ -45,8 +46,10 @@ def check(model: Path, differences: list[str]) -> float:
     """The check's images predicted here against the packing run's probabilities: the largest difference; over
     ``TOLERANCE``, a ``BundleError`` that names it and the versions that differ."""
     recorded = json.loads((model / CHECK / "probabilities.json").read_text())
+    metadata = model / CHECK / CHECK_METADATA
     ids, probs = probabilities(model / CHECK / "images", model / BUNDLE,
-                               Options(ignore_sample=True, quiet=True, workers=0, devices="cpu"))
+                               Options(ignore_sample=True, quiet=True, workers=0, devices="cpu",
+                                       metadata=metadata if metadata.is_file() else None))
     if ids != recorded["ids"]:
         raise BundleError(f"the check's images are {ids}, its probabilities are of {recorded['ids']}: export again")
     largest = float(np.max(np.abs(probs - np.asarray(recorded["probabilities"], dtype=np.float64))))

@@ -18,12 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 import submission
 from builder.environment import bundle_packages, host_version
 from builder.errors import ConfigError
 from builder.export.archive import Exported
+from builder.pack.metadata import generated_metadata
 from builder.platforms.base import Platform
 from submission import hosted
 from submission.atomic import atomic_path
@@ -53,8 +55,9 @@ def pins(manifest: Manifest) -> dict[str, str]:
     return {name: host_version(name) for name in bundle_packages(manifest)}
 
 
-def _check(model: Path, manifest: Manifest) -> None:
-    """The check's images at the models' input size, and their probabilities as this environment predicts them."""
+def _check(model: Path, manifest: Manifest, metadata_rows: pd.DataFrame | None) -> None:
+    """The check's images at the models' input size (with their metadata rows, for models that take metadata), and
+    their probabilities as this environment predicts them."""
     images = model / hosted.CHECK / "images"
     images.mkdir(parents=True)
     height = max(m.preprocess.size[0] for m in manifest.models)
@@ -65,27 +68,32 @@ def _check(model: Path, manifest: Manifest) -> None:
         noise = rng.normal(0, 40, (height + 16 * i, width + 24 * i, 3))
         pixels = np.clip(ramp + noise + [60 * i, 0, 120], 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(images / f"check_{i}.png")
+    metadata = None
+    if manifest.metadata is not None:
+        metadata = model / hosted.CHECK / hosted.CHECK_METADATA
+        generated_metadata(manifest, [f"check_{i}" for i in range(CHECK_IMAGES)], metadata_rows).to_csv(
+            metadata, index=False)
     ids, probs = probabilities(images, model / hosted.BUNDLE,
-                               Options(ignore_sample=True, quiet=True, workers=0, devices="cpu"))
+                               Options(ignore_sample=True, quiet=True, workers=0, devices="cpu", metadata=metadata))
     (model / hosted.CHECK / "probabilities.json").write_text(
         json.dumps({"ids": ids, "probabilities": probs.tolist()}) + "\n")
 
 
-def refuse_metadata(manifest: Manifest, platform: Platform) -> None:
-    if manifest.metadata is not None:
-        raise ConfigError(f"a {platform.name} export checks itself on generated images, which models that take "
-                          "metadata cannot be run on: pack those for an image platform")
-
-
-def write_model(bundle: Path, manifest: Manifest, model: Path, say: Callable[[str], None]) -> dict[str, str]:
-    """The export's ``model/`` folder: the bundle, the runtime package, the pins and the check; the pins."""
+def write_model(bundle: Path, manifest: Manifest, model: Path, say: Callable[[str], None],
+                metadata_rows: pd.DataFrame | None = None) -> dict[str, str]:
+    """The export's ``model/`` folder: the bundle, the runtime package, the pins and the check; the pins.
+    ``metadata_rows``: a few rows of the training metadata, for the check of models that take metadata."""
+    meta = manifest.metadata
+    if meta is not None and meta.encoder is not None and (metadata_rows is None or not len(metadata_rows)):
+        raise ConfigError("the export checks itself on images of its own, and the metadata encoder has no rows to "
+                          "run on for them: pack with --train-metadata")
     shutil.copytree(bundle, model / hosted.BUNDLE)
     shutil.copytree(Path(submission.__file__).parent, model / "submission",
                     ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(".pyc")])
     pinned = pins(manifest)
     (model / hosted.PINS).write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
     say(f"checking the export on {CHECK_IMAGES} images of its own")
-    _check(model, manifest)
+    _check(model, manifest, metadata_rows)
     return pinned
 
 
@@ -101,14 +109,13 @@ def _zip(root: Path, out: Path) -> int:
 
 
 def export_code(bundle: Path, manifest: Manifest, platform: Platform, out: Path,
-                say: Callable[[str], None] = lambda line: None) -> Exported:
+                say: Callable[[str], None] = lambda line: None, metadata_rows: pd.DataFrame | None = None) -> Exported:
     """The platform's zip, written into the folder ``out``."""
     layout = platform.code
-    refuse_metadata(manifest, platform)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="submission-export-") as tmp:
         root = Path(tmp) / "root"
-        pinned = write_model(bundle, manifest, root / "model", say)
+        pinned = write_model(bundle, manifest, root / "model", say, metadata_rows)
         (root / layout.script).write_text(SCRIPT.format(title=platform.title))
         for name, text in layout.files.items():
             (root / name).write_text(text)

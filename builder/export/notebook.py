@@ -25,11 +25,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from builder import __version__
 from builder.environment import bundle_packages
 from builder.errors import ConfigError
 from builder.export.archive import Exported
-from builder.export.code import refuse_metadata, write_model
+from builder.export.code import write_model
 from builder.image.lock import wheelhouse
 from builder.pack.resolve import PackSettings
 from builder.platforms.base import Platform
@@ -166,7 +168,7 @@ for row in rows[1:6]:
 
 def notebook_json(manifest: Manifest, platform: Platform, *, export: str, wheels: str, bundle_id: str,
                   wheels_id: str, competition: str) -> dict[str, Any]:
-    """The notebook (nbformat 4): what it runs, then its four cells."""
+    """The notebook (nbformat 4): what it does, in words, then its four code cells."""
     layout = platform.notebook
     entry = manifest.entry
     archs = ", ".join(sorted({m.arch for m in manifest.models}))
@@ -193,16 +195,15 @@ def _size(folder: Path) -> int:
 
 def export_notebook(bundle: Path, manifest: Manifest, platform: Platform, settings: PackSettings, tag: str,
                     out: Path, say: Callable[[str], None] = lambda line: None,
-                    log: Callable[[str], None] = lambda line: None) -> Exported:
+                    log: Callable[[str], None] = lambda line: None,
+                    metadata_rows: pd.DataFrame | None = None) -> Exported:
     """The two datasets and the notebook, written into the folder ``out``."""
     layout = platform.notebook
-    refuse_metadata(manifest, platform)
     if settings.competition is None:
         raise ConfigError(f"{platform.name} attaches the competition's data to the notebook by its name: pass "
                           "--competition NAME (the last part of the competition's address)")
     competition, owner = settings.competition.value, kaggle_owner(settings)
     out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
     with _whole(out / FOLDERS[0]) as wheels_dir:
         say(f"the pinned wheels for Python {layout.python}")
         source, lock = wheelhouse(bundle_packages(manifest), layout.python, log)
@@ -215,16 +216,14 @@ def export_notebook(bundle: Path, manifest: Manifest, platform: Platform, settin
             "files": [[name, version, file] for name, version, file, _ in lock.wheels]})
         _write_json(wheels_dir / "dataset-metadata.json", {
             "title": f"submission wheels py{layout.python} {wheels_key}", "id": wheels_id, "licenses": LICENSE})
-        written[FOLDERS[0]] = out / FOLDERS[0]
     with _whole(out / FOLDERS[1]) as bundle_dir:
         model = bundle_dir / "model"
-        write_model(bundle, manifest, model, say)
+        write_model(bundle, manifest, model, say, metadata_rows)
         export = _digest(model)
         _write_json(model / notebook.MODEL_MARKER, {"export": export, "wheels": wheels_key})
         bundle_id = f"{owner}/{slug(f'{competition}-{tag}-bundle')}"
         _write_json(bundle_dir / "dataset-metadata.json", {
             "title": f"{competition} {tag} bundle"[:50], "id": bundle_id, "licenses": LICENSE})
-        written[FOLDERS[1]] = out / FOLDERS[1]
     with _whole(out / FOLDERS[2]) as notebook_dir:
         name = slug(f"{competition}-{tag}")
         _write_json(notebook_dir / f"{name}.ipynb", notebook_json(
@@ -235,8 +234,7 @@ def export_notebook(bundle: Path, manifest: Manifest, platform: Platform, settin
             "kernel_type": "notebook", "is_private": True, "enable_gpu": settings.devices.value != "cpu",
             "enable_tpu": False, "enable_internet": False, "dataset_sources": [bundle_id, wheels_id],
             "competition_sources": [competition], "kernel_sources": [], "model_sources": []})
-        written[FOLDERS[2]] = out / FOLDERS[2]
-    files = tuple(written[f] for f in FOLDERS)
+    files = tuple(out / name for name in FOLDERS)
     notes = (
         f"{FOLDERS[0]}/ once for these pins: `kaggle datasets create -p {files[0]}` (every export with the same "
         f"versions uses it; `kaggle datasets status {wheels_id}` says whether it is there)",

@@ -31,6 +31,7 @@ from builder.image.engine import Mount, load_image, run_container
 from builder.image.env import EnvImage
 from builder.image.layers import ImageSpec, Layer, Source, write_layer
 from builder.image.venv import PYTHON
+from builder.pack.metadata import generated_metadata
 from submission.manifest import IMAGE_BUNDLE_DIR, MANIFEST_NAME, Manifest, sha256_file
 
 CODE_DIR = "/opt/submission/code"
@@ -111,17 +112,6 @@ class SmokeRun:
     skipped: str = ""  # why it was not run (a metadata encoder with no rows to run on)
 
 
-def _smoke_metadata(manifest: Manifest, ids: list[str], rows: pd.DataFrame | None) -> pd.DataFrame:
-    """Metadata rows for the smoke images: the training metadata's first rows, or the declared columns' fills."""
-    meta = manifest.metadata
-    if rows is not None and len(rows):
-        table = pd.concat([rows] * len(ids), ignore_index=True).head(len(ids))
-    else:
-        table = pd.DataFrame({c.name: [c.categories[0] if c.kind == "categorical" else c.fill if c.kind == "numeric"
-                                       else "group"] * len(ids) for c in meta.columns})
-    return table.assign(**{meta.id_column: ids})
-
-
 def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout: float = 600,
               metadata_rows: pd.DataFrame | None = None, bundle: Path | None = None) -> SmokeRun:
     """Run the image on three generated images the way graders run it (``engine.run_container``), in the entry's
@@ -158,7 +148,7 @@ def smoke_run(client: docker.DockerClient, tag: str, manifest: Manifest, timeout
         if meta is not None:
             path = (images / meta.file) if meta.file else mount / "smoke_metadata.csv"
             path.parent.mkdir(parents=True, exist_ok=True)
-            _smoke_metadata(manifest, [f"smoke_{i}" for i in range(3)], metadata_rows).to_csv(path, index=False)
+            generated_metadata(manifest, [f"smoke_{i}" for i in range(3)], metadata_rows).to_csv(path, index=False)
             path.chmod(0o644)
             if not meta.file:
                 args += ["--metadata", "/data/smoke_metadata.csv"]

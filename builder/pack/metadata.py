@@ -29,7 +29,7 @@ from builder.sample import Sample
 from submission import code as user_code
 from submission.errors import InputError
 from submission.inputs import metadata as meta_io
-from submission.manifest import Code, MetaColumn, Metadata
+from submission.manifest import Code, Manifest, MetaColumn, Metadata
 
 _KEYS = {"name", "type", "kind", "categories", "fill", "log1p", "normalize", "shift", "scale", "mean", "std"}
 
@@ -166,3 +166,15 @@ def _encoder_width(code: Code, bundle: Path, train: pd.DataFrame, id_column: str
     except InputError as e:
         raise ConfigError(f"the metadata encoder {encoder.value}: {e}") from None
     return width
+
+
+def generated_metadata(manifest: Manifest, ids: list[str], rows: pd.DataFrame | None) -> pd.DataFrame:
+    """Metadata rows for images generated to run the bundle on (the smoke run, an export's check): the training
+    metadata's first rows, else the declared columns' fills."""
+    meta = manifest.metadata
+    if rows is not None and len(rows):
+        table = pd.concat([rows] * len(ids), ignore_index=True).head(len(ids))
+    else:
+        table = pd.DataFrame({c.name: [c.categories[0] if c.kind == "categorical" else c.fill if c.kind == "numeric"
+                                       else "group"] * len(ids) for c in meta.columns})
+    return table.assign(**{meta.id_column: ids})

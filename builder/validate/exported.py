@@ -92,9 +92,14 @@ def _open_zip(path: Path, platform: Platform, tmp: Path) -> Opened:
         sub.chmod(0o777 if sub.is_dir() else 0o644)  # the platform's folder: the run may write beside its script
     manifest, sample = _model(program / "model", problems) if "model/" in root else (None, None)
     if "metadata.yaml" in layout.files and (program / "metadata.yaml").is_file():
-        said = (yaml.safe_load((program / "metadata.yaml").read_text()) or {}).get("command")
+        try:
+            read = yaml.safe_load((program / "metadata.yaml").read_text())
+        except yaml.YAMLError as e:
+            read = None
+            problems.append(f"metadata.yaml is not YAML: {str(e).splitlines()[0]}")
+        said = read.get("command") if isinstance(read, dict) else None
         if not said:
-            problems.append("metadata.yaml has no command:")
+            problems.append("metadata.yaml has no command: line")
         command = shlex.split(str(said or ""))
     else:
         command = ["python3", layout.script]

@@ -18,6 +18,7 @@ from builder.environment import bundle_packages
 from builder.pack.bundle import PackRequest
 from builder.pipeline import pack
 from submission.errors import BundleError
+from tests.bundles import make_images
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIFT = '''# another environment's Pillow: every resize with another filter than the one asked for
@@ -127,3 +128,56 @@ def test_versions_that_differ_are_named_and_a_run_they_do_not_change_goes_on(exp
     assert run.returncode == 0, run.stderr
     assert f"warning: timm {metadata.version('timm')} here, packed with 0.9.2" in run.stderr
     assert (work / "submission.csv").exists()
+
+
+def test_a_model_that_takes_metadata_is_exported_and_checked_with_metadata_of_its_own(tmp_path):
+    """ISIC's layout (the metadata CSV beside the test folder), on Dacon's relative paths: the check runs its own
+    images with metadata rows from the training metadata, and the export alone writes the runtime's CSV."""
+    from tests.naive import FIXTURES
+    from tests.pack.test_code import models_of, save_folds
+    from tests.pack.test_real_cases import META_COLUMNS, isic_metadata
+
+    kwargs = {"enet_type": "test_efficientnet", "out_dim": 2, "n_meta_features": 6}
+    runs = save_folds(tmp_path / "runs", models_of("isic_meta.py", "Effnet_Melanoma", n=2, **kwargs))
+    isic_metadata([f"t{i}" for i in range(20)], seed=1).to_csv(tmp_path / "train.csv", index=False)
+    (tmp_path / "pack.yaml").write_text(json.dumps({"metadata_columns": META_COLUMNS}))
+    request = PackRequest(models=runs, config=tmp_path / "pack.yaml", options={
+        "platform": "dacon", "model_code": f"{FIXTURES}/isic_meta.py:Effnet_Melanoma", "model_kwargs": json.dumps(kwargs),
+        "train_metadata": tmp_path / "train.csv", "metadata_file": "../test.csv", "img_size": "48",
+        "metadata_id_column": "image_name"})
+    result = pack(request, tag="unused", base_image="unused", bundle_dir=tmp_path / "bundle", export_to=tmp_path / "out")
+    archive = result.exported.files[0]
+    with zipfile.ZipFile(archive) as z:
+        assert "model/check/metadata.csv" in z.namelist()
+    work = unpack(archive, tmp_path / "work")
+    ids = [p.stem for p in make_images(work / "data" / "test", n=5)]
+    isic_metadata(ids).to_csv(work / "data" / "test.csv", index=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = subprocess.run([sys.executable, "-I", "script.py", "--ignore-sample"], cwd=work, capture_output=True,
+                         text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "check: the bundle's check images as at packing" in run.stderr
+    direct = subprocess.run([sys.executable, "-m", "submission", str(work / "data" / "test"), "--bundle",
+                             str(tmp_path / "bundle"), "--out", str(tmp_path / "direct.csv"), "--quiet",
+                             "--ignore-sample"], cwd=ROOT, capture_output=True, text=True)
+    assert direct.returncode == 0, direct.stderr
+    assert (work / "submission.csv").read_bytes() == (tmp_path / "direct.csv").read_bytes()
+
+
+@pytest.mark.parametrize("yaml_text, why", [
+    ("command: [python3, run.py\n", "metadata.yaml is not YAML"),
+    ("description: my model\n", "metadata.yaml has no command: line"),
+])
+def test_a_codabench_zip_whose_metadata_names_no_command_fails_its_layout(exported, tmp_path, yaml_text, why):
+    from builder import platforms
+    from builder.validate.exported import open_export
+
+    archive, _ = exported("codabench")
+    spoilt = tmp_path / "submission.zip"
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(spoilt, "w") as target:
+        for item in source.infolist():
+            data = yaml_text.encode() if item.filename == "metadata.yaml" else source.read(item)
+            target.writestr(item, data)
+    opened = open_export(spoilt, platforms.get("codabench"), tmp_path / "open")
+    layout = [c for c in opened.checks if c.name == "export layout"]
+    assert len(layout) == 1 and not layout[0].passed and why in layout[0].detail
