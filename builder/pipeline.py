@@ -74,7 +74,7 @@ def pack(
 
         with tempfile.TemporaryDirectory(prefix="submission-bundle-") as tmp:
             with phase("checking folds"):
-                bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
+                bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold, settings)
             with phase(f"writing the {platform.name} export"):
                 if platform.notebook is not None:
                     exported = export_notebook(bundle.path, bundle.manifest, platform, settings, tag, export_to,
@@ -91,7 +91,7 @@ def pack(
     client = connect()  # before the long checks: fail fast when there is no engine
     with tempfile.TemporaryDirectory(prefix="submission-bundle-") as tmp:
         with phase("checking folds"):
-            bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold)
+            bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold, settings)
         with phase(f"environment image on {base_image}"):
             env = env_image(client, base_image, bundle_packages(bundle.manifest), full=full_env, log=log, say=say)
         with phase(f"writing the layers of {tag}"):

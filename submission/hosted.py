@@ -1,4 +1,4 @@
-"""The runtime in someone else's environment: a code platform (Codabench, DrivenData, Dacon) runs an export of the
+"""The runtime in someone else's environment: a code platform (Kaggle, Codabench, DrivenData, Dacon) runs an export of the
 bundle with its own Python, torch and timm. The export holds this package, the bundle, the versions it was packed
 with (``PINS``) and a check of its own: a few images and the probabilities the packing run gave them (``CHECK``).
 

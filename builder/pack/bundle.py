@@ -50,10 +50,11 @@ class Bundle:
     metadata_rows: pd.DataFrame | None = None  # a few rows of the training metadata, for the smoke run
 
 
-def make_bundle(request: PackRequest, out: Path, on_fold: Callable[[Fold], None] | None = None) -> Bundle:
-    """Resolve the settings, read and check every fold, decide the submission, and write the bundle to ``out``
-    (replacing it only when complete)."""
-    settings = said(request)
+def make_bundle(request: PackRequest, out: Path, on_fold: Callable[[Fold], None] | None = None,
+                settings: PackSettings | None = None) -> Bundle:
+    """Resolve the settings (unless ``settings`` are ``request``'s, resolved already), read and check every fold,
+    decide the submission, and write the bundle to ``out`` (replacing it only when complete)."""
+    settings = settings or said(request)
     with _staging(Path(out)) as staging:
         metadata = declare_metadata(settings, staging)
         folds = check_folds(settings, staging, metadata, on_fold)
