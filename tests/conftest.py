@@ -11,7 +11,9 @@ import pytest
 
 BASE = os.environ.get("SUBMISSION_TEST_BASE", "submission-base:bookworm")
 KEPT_REPOSITORIES = ("submission-env", "submission-base")  # caches a later run reuses
-DOCKER_APART = {"tests/test_examples.py": "docker-examples"}  # Docker tests beside the others': their own group
+# Docker tests that run beside the others, each a group of its own: the examples, the longest (14 and 9 minutes)
+DOCKER_APART = {"tests/test_examples.py::test_digits_example_end_to_end": "docker-digits",
+                "tests/test_examples.py::test_custom_model_example_end_to_end": "docker-custom"}
 
 
 @pytest.fixture(scope="session")
@@ -71,21 +73,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="also run the slow end-to-end tests (Docker images, examples, benchmarks); CI does")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist hands out the groups largest first by their count of tests, which puts the one-test examples
+    last, where they alone make the run's tail: the order set below is kept instead."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Without --slow (or an explicit -m), the tests marked slow are deselected. Under pytest-xdist (``-n 2 --dist
     loadgroup``) the tests that use the Docker engine run one after another in one worker, since they share the
-    engine, its caches and the images they build; the examples (the longest, and touching nothing the others
-    look at) are a group of their own, in the other worker at the same time; each other module runs whole in a
-    worker (its module fixtures built once). The two Docker groups come first, so that each starts at once."""
+    engine, its caches and the images they build; each example (the longest, touching nothing the others look at)
+    is a group of its own, beside them; each other module runs whole in a worker (its module fixtures built once).
+    The Docker groups come first, the longest first: the workers start with the Docker tests and the digits example,
+    then the custom example, and share the other modules as they come free."""
     def group(item: pytest.Item) -> str:
         if "client" not in getattr(item, "fixturenames", ()):
             return item.nodeid.split("::")[0]
-        return DOCKER_APART.get(item.nodeid.split("::")[0], "docker")
+        return DOCKER_APART.get(item.nodeid.split("[")[0], "docker")
 
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
-    first = list(dict.fromkeys([*DOCKER_APART.values(), "docker"]))
+    first = ["docker", *DOCKER_APART.values()]
     items.sort(key=lambda item: first.index(group(item)) if group(item) in first else len(first))
     if config.getoption("--slow") or config.getoption("-m"):
         return
