@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from submission import __main__ as command
 from submission.errors import BundleError, SubmissionError
+from submission.notebook import installed_version
 from submission.runner import Options, probabilities
 
 BUNDLE = "bundle"  # the export's model/ folder holds the bundle, this package, the pins and the check
@@ -33,10 +33,7 @@ def version_differences(pins: dict[str, str]) -> list[str]:
     """"timm 1.0.20 here, packed with 1.0.31" for each pinned distribution whose version here differs."""
     found = []
     for name, packed in sorted(pins.items()):
-        try:
-            here = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            here = None
+        here = installed_version(name)
         if here != packed:
             found.append(f"{name} {here or 'not installed'} here, packed with {packed}")
     return found

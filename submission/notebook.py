@@ -22,7 +22,8 @@ MODEL_MARKER = "export.json"  # in the bundle dataset's model/ folder: {"export"
 WHEELS_MARKER = "wheels.json"  # in the wheels dataset's folder: {"wheels": id, "python": "3.11", "files": [...]}
 
 
-def _here(name: str) -> str | None:
+def installed_version(name: str) -> str | None:
+    """The version of the distribution ``name`` this interpreter imports, or None where it has none."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
@@ -32,8 +33,8 @@ def _here(name: str) -> str | None:
 def differing(wheels: Path) -> list[tuple[str, str, str, str | None]]:
     """(name, version, wheel file, the version here or None) of each pinned wheel this kernel lacks at its version."""
     listed = json.loads((wheels / WHEELS_MARKER).read_text())
-    return [(name, version, file, _here(name)) for name, version, file in listed["files"]
-            if _here(name) != version]
+    found = [(name, version, file, installed_version(name)) for name, version, file in listed["files"]]
+    return [row for row in found if row[3] != row[1]]
 
 
 def _pip(files: list[Path], target: Path) -> subprocess.CompletedProcess:
