@@ -53,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from builder.pack.bundle import PackRequest, make_bundle  # noqa: E402
 from submission import predict as engine  # noqa: E402
 from submission.inputs.images import list_images  # noqa: E402
+from submission.inputs.loader import DecodedImages, collate  # noqa: E402
 from submission.manifest import TTA_PRESETS, Manifest, load_manifest  # noqa: E402
 from submission.runner import Options, run  # noqa: E402
 from submission.tta import view  # noqa: E402
@@ -136,9 +137,9 @@ def naive(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, 
 
 def decoded_batches(manifest: Manifest, groups: list, paths: list[Path], batch_size: int):
     """The runtime's batches of ``paths``, decoded in this process (no loader workers) as the manifest says."""
-    dataset = engine.DecodedImages(paths, [g.preprocessor for g in groups], decode_mode=manifest.decode)
+    dataset = DecodedImages(paths, [g.preprocessor for g in groups], decode_mode=manifest.decode)
     for start in range(0, len(paths), batch_size):
-        yield engine.collate([dataset[i] for i in range(start, min(start + batch_size, len(paths)))])
+        yield collate([dataset[i] for i in range(start, min(start + batch_size, len(paths)))])
 
 
 def compute_only(manifest: Manifest, bundle: Path, paths: list[Path], batch_size: int, repeat: int,

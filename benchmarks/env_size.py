@@ -1,7 +1,9 @@
 """The environment image the builder writes against a plain ``pip install`` image of the same pins, on one base.
 
 In one run: ``builder.image.env.env_image`` (slim: what inference never loads left out; with ``--full`` as
-well, everything kept), and the top-level ``Dockerfile`` built with ``docker build`` from the same wheelhouse
+well, everything kept), the environment of a bundle whose models all run on ONNX Runtime (no torch, timm or
+safetensors: what ``builder pack --engine onnx`` installs), and the top-level ``Dockerfile`` built with
+``docker build`` from the same wheelhouse
 (``pip install --require-hashes`` of the same lock into a venv: what a hand-written image holds). Prints each
 image's size, what each adds to the base, and the ratios, and writes them as JSON. The plain image, and the
 stage ``docker build`` leaves behind, are removed afterwards; the builder's images stay cached as ``builder
@@ -27,13 +29,14 @@ from docker.errors import ImageNotFound
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from builder.environment import RUNTIME_PACKAGES  # noqa: E402
+from builder.environment import EAGER_PACKAGES, RUNTIME_PACKAGES  # noqa: E402
 from builder.image.base import probe  # noqa: E402
 from builder.image.engine import connect  # noqa: E402
 from builder.image.env import env_image  # noqa: E402
 from builder.image.lock import LOCK_NAME, wheelhouse  # noqa: E402
 
 PLAIN_TAG = "submission-env-plain:benchmark"
+WITHOUT_TORCH = (*(p for p in RUNTIME_PACKAGES if p not in EAGER_PACKAGES), "onnxruntime")
 GB = 1e9
 
 
@@ -77,9 +80,10 @@ def main() -> None:
     base_size = client.images.get(args.base_image).attrs["Size"]
 
     sizes, seconds = {}, {}
-    for name, full in [("slim", False)] + ([("full", True)] if args.full else []):
+    builds = [("slim", RUNTIME_PACKAGES, False), ("onnx, no torch", WITHOUT_TORCH, False)]
+    for name, packages, full in builds + ([("full", RUNTIME_PACKAGES, True)] if args.full else []):
         start = time.perf_counter()
-        env = env_image(client, args.base_image, RUNTIME_PACKAGES, full=full)
+        env = env_image(client, args.base_image, packages, full=full)
         seconds[name] = time.perf_counter() - start
         sizes[name] = client.images.get(env.tag).attrs["Size"]
         print(f"builder, {name}: {env.tag} {sizes[name] / GB:.2f} GB ({(sizes[name] - base_size) / GB:.2f} GB on the "
@@ -92,8 +96,11 @@ def main() -> None:
     figures = {"base_image": args.base_image, "base_bytes": base_size, "bytes": sizes, "seconds": seconds,
                "slim_over_plain": sizes["slim"] / sizes["plain"],
                "slim_over_plain_above_base": (sizes["slim"] - base_size) / (sizes["plain"] - base_size)}
+    figures["no_torch_over_plain"] = sizes["onnx, no torch"] / sizes["plain"]
     print(f"slim / plain: {figures['slim_over_plain']:.3f} of the image, "
           f"{figures['slim_over_plain_above_base']:.3f} of what each adds to the base")
+    print(f"onnx, no torch / plain: {figures['no_torch_over_plain']:.3f} of the image (goal: 0.40 or less), "
+          f"{(sizes['onnx, no torch'] - base_size) / (sizes['plain'] - base_size):.3f} of what each adds to the base")
     if "full" in sizes:
         figures["full_over_plain"] = sizes["full"] / sizes["plain"]
         print(f"full / plain: {figures['full_over_plain']:.3f}")

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.environment import bundle_packages
+from builder.environment import bundle_packages, torch_reasons
 from builder.errors import DockerError
 from builder.pack.bundle import Bundle, PackRequest, make_bundle
 from builder.pack.folds import Fold
+from submission.manifest import Manifest
 
 if TYPE_CHECKING:
     from builder.export.archive import Exported
@@ -37,6 +38,15 @@ class PackResult:
     image: SubmissionImage | None = None
     smoke: SmokeRun | None = None
     exported: Exported | None = None  # what the platform takes (builder export)
+
+
+def _say_torch(manifest: Manifest, bundle: Path, say: Callable[[str], None]) -> None:
+    """Whether the environment of a bundle with models on an engine leaves torch out, and why not."""
+    if all(m.engine == "torch" for m in manifest.models):
+        return
+    reasons = torch_reasons(manifest, bundle)
+    say(f"torch stays in the environment: {'; '.join(reasons)}" if reasons else
+        "every model runs on an engine: the environment leaves torch, timm and safetensors out")
 
 
 def pack(
@@ -93,7 +103,9 @@ def pack(
         with phase("checking folds"):
             bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold, settings)
         with phase(f"environment image on {base_image}"):
-            env = env_image(client, base_image, bundle_packages(bundle.manifest), full=full_env, log=log, say=say)
+            _say_torch(bundle.manifest, bundle.path, say)
+            env = env_image(client, base_image, bundle_packages(bundle.manifest, bundle.path), full=full_env, log=log,
+                            say=say)
         with phase(f"writing the layers of {tag}"):
             image = images.build_submission_image(client, env, bundle.path, bundle.manifest, tag, say)
         with phase(f"smoke run of {tag}"):
@@ -136,7 +148,8 @@ def verify(
         with phase("checking folds"):
             bundle = make_bundle(request, Path(tmp) / "bundle")
         with phase(f"rebuilding the environment on {base}"):
-            env = env_image(client, base, bundle_packages(bundle.manifest), full=full_env, load=False, log=log, say=say)
+            env = env_image(client, base, bundle_packages(bundle.manifest, bundle.path), full=full_env, load=False,
+                            log=log, say=say)
         with phase("rebuilding the submission layers"):
             expected = submission_image(env, bundle.path, bundle.manifest, image, None)
     names = [f"base image layer {i + 1}" for i in range(len(env.base.spec.diff_ids))]

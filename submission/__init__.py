@@ -1,7 +1,8 @@
 """Submission runtime: a frozen bundle and a test folder in, a submission CSV out.
 
-This package is what runs inside the submission image (``python -m submission``). It depends on
-torch, timm, numpy, pandas, pillow and safetensors only, and never on the host-side ``builder``.
+This package is what runs inside the submission image (``python -m submission``). It depends on numpy, pandas
+and pillow, on torch, timm and safetensors for eager models only (``models.eager``: an image whose models all run
+on an engine has none of them), and never on the host-side ``builder``.
 
 Importing it turns off what the libraries it loads would fetch on their own: albumentations checks PyPI for a
 newer version when it is imported (``NO_ALBUMENTATIONS_UPDATE``), Hugging Face's hub looks models up online

@@ -19,26 +19,62 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from submission import errors
 from submission.errors import DeviceError, SubmissionError
+from submission.inputs.loader import batch_rows
 from submission.manifest import Manifest, load_manifest
-from submission.predict import available_cpus, batch_rows, empty_values, load_groups, loader, predict_batch, put
+from submission.predict import available_cpus, cpu_threads, empty_values, load_groups, loader, predict_batch, put
 from submission.tta import views_of
 from submission.watchdog import Plan, Watchdog
 
 
+@dataclass(frozen=True)
+class Device:
+    """A device the runtime predicts on, ``cpu`` or ``cuda:I``: what ``torch.device`` says of itself, without
+    torch (an image whose models all run on an engine has none)."""
+
+    type: str
+    index: int | None = None
+
+    def __str__(self) -> str:
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    @classmethod
+    def of(cls, text: str) -> Device:
+        kind, _, index = text.partition(":")
+        return cls(kind, int(index) if index else None)
+
+
+CPU = Device("cpu")
+
+
+def _torch() -> Any:
+    """torch, where it is installed: it sees the GPUs; without it, only engines run, on the CPU."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def visible_gpus() -> int:
+    torch = _torch()
+    return torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 0
+
+
 def capability(index: int) -> tuple[int, int]:
     """The compute capability of visible GPU ``index`` (replaceable in tests, which have no GPU)."""
-    return torch.cuda.get_device_capability(index)
+    return _torch().cuda.get_device_capability(index)
 
 
 def arch_list() -> tuple[str, ...]:
     """The architectures this torch build carries: ``sm_75`` machine code, ``compute_90`` PTX (replaceable)."""
-    return tuple(torch.cuda.get_arch_list()) if torch.cuda.is_available() else ()
+    torch = _torch()
+    return tuple(torch.cuda.get_arch_list()) if torch is not None and torch.cuda.is_available() else ()
 
 
 def drivable(cap: tuple[int, int], archs: tuple[str, ...]) -> bool:
@@ -57,7 +93,7 @@ def drivable(cap: tuple[int, int], archs: tuple[str, ...]) -> bool:
 
 def _name(index: int) -> str:
     try:
-        return torch.cuda.get_device_name(index)
+        return _torch().cuda.get_device_name(index)
     except Exception:  # noqa: BLE001 (a name is only for the message)
         return f"GPU {index}"
 
@@ -79,29 +115,35 @@ def _drivable_gpus(indices: list[int], spec: str, log: Callable[[str], None]) ->
                       "build that lists this architecture, or run with --devices cpu (or all, to fall back)")
 
 
-def parse(spec: str, log: Callable[[str], None] = lambda message: None) -> list[torch.device]:
+def _no_gpu() -> str:
+    if _torch() is None:
+        return ("this image has no torch (its models all run on an engine, on the CPU); pack with --engine torch for "
+                "a GPU")
+    return "run the container with --gpus all (NVIDIA container toolkit)"
+
+
+def parse(spec: str, log: Callable[[str], None] = lambda message: None) -> list[Device]:
     """``all``/``auto``, ``cpu``, ``cuda``, or a comma-separated list of GPU indices and ``cpu`` -> the devices; GPUs
     the torch build cannot drive are refused (or, for ``all``, left out with a line to ``log``)."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus = visible_gpus()
     spec = spec.strip().lower()
     if spec in ("all", "auto"):
         usable = _drivable_gpus(list(range(gpus)), spec, log)
-        return [torch.device("cuda", i) for i in usable] or [torch.device("cpu")]
+        return [Device("cuda", i) for i in usable] or [CPU]
     if spec == "cuda":
         if not gpus:
-            raise DeviceError(
-                "--devices cuda was asked for, but no GPU is visible to torch; run the container with --gpus all "
-                "(NVIDIA container toolkit), or use --devices all to fall back to the CPU"
-            )
-        return [torch.device("cuda", i) for i in _drivable_gpus(list(range(gpus)), spec, log)]
+            raise DeviceError(f"--devices cuda was asked for, but no GPU is visible to torch; {_no_gpu()}, or use "
+                              "--devices all to fall back to the CPU")
+        return [Device("cuda", i) for i in _drivable_gpus(list(range(gpus)), spec, log)]
     found = []
     for item in (part.strip() for part in spec.split(",")):
         if item == "cpu":
-            found.append(torch.device("cpu"))
+            found.append(CPU)
         elif item.isdigit():
             if int(item) >= gpus:
-                raise DeviceError(f"--devices names GPU {item}, but {gpus} GPU(s) are visible to torch")
-            found.append(torch.device("cuda", _drivable_gpus([int(item)], spec, log)[0]))
+                raise DeviceError(f"--devices names GPU {item}, but {gpus} GPU(s) are visible to torch"
+                                  + ("" if gpus else f"; {_no_gpu()}"))
+            found.append(Device("cuda", _drivable_gpus([int(item)], spec, log)[0]))
         else:
             raise DeviceError(f"--devices {spec!r}: {item!r} is neither a GPU index nor 'cpu'; e.g. all, 0,1, cpu,cpu")
     return found
@@ -117,7 +159,7 @@ class Job:
     features: np.ndarray | None
     batch_size: int
     workers: int  # loader processes of this worker
-    threads: int  # torch threads of this worker (CPU)
+    threads: int  # CPU threads of this worker (torch's pool, the engines'); 0: every CPU available
     strict: bool
     deadline: float | None = None  # time.time() by which every batch must be done (the watchdog's), or None
 
@@ -126,17 +168,18 @@ def _schedule(total: int, batch_size: int, rank: int, world: int) -> list[list[i
     return [rows for i, rows in enumerate(batch_rows(total, batch_size)) if i % world == rank]
 
 
-def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[list[int]], log: Callable[[str], None],
+def _batches(manifest: Manifest, job: Job, device: Device, schedule: list[list[int]], log: Callable[[str], None],
              on_ready: Callable[[], None]):
     """(image positions, values, {position: problem}, {position: warnings}, the watchdog's plan or None, (seconds
     waited for the loader, seconds in the forward passes)) of each batch of ``schedule``, predicted on ``device``."""
-    if device.type == "cpu":  # torch's pool would take every core of the host, not the container's quota
-        torch.set_num_threads(job.threads or available_cpus())
-    groups = load_groups(manifest, job.bundle, device)
+    threads = job.threads or available_cpus()
+    if device.type == "cpu":
+        cpu_threads(manifest, threads)
+    groups = load_groups(manifest, job.bundle, device, threads=threads)
     on_ready()
     watch = Watchdog(manifest, views_of(manifest.tta), job.deadline) if job.deadline is not None else None
-    batches = loader(job.paths, groups, device=device, batch_size=job.batch_size, workers=job.workers,
-                     strict=job.strict, decode_mode=manifest.decode, schedule=schedule, ids=job.ids)
+    batches = loader(job.paths, groups, batch_size=job.batch_size, workers=job.workers, strict=job.strict,
+                     decode_mode=manifest.decode, schedule=schedule, ids=job.ids)
     plan, decoded = None, iter(batches)
     for done, rows in enumerate(schedule, start=1):
         asked = time.perf_counter()
@@ -156,11 +199,11 @@ def _batches(manifest: Manifest, job: Job, device: torch.device, schedule: list[
 
 def _worker(job: Job, device: str, rank: int, world: int, results: multiprocessing.Queue) -> None:
     try:
-        if job.threads:
-            torch.set_num_threads(job.threads)
         manifest = load_manifest(job.bundle)
+        if job.threads:
+            cpu_threads(manifest, job.threads)
         schedule = _schedule(len(job.paths), job.batch_size, rank, world)
-        for item in _batches(manifest, job, torch.device(device), schedule, lambda m: results.put(("log", m)),
+        for item in _batches(manifest, job, Device.of(device), schedule, lambda m: results.put(("log", m)),
                              lambda: results.put(("ready", rank))):
             results.put(("batch", *item))
         results.put(("done", rank))
@@ -190,7 +233,7 @@ class Scores:
             self.reduced.update(dict.fromkeys(rows, plan))
 
 
-def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_batch: Callable[[int], None],
+def score(manifest: Manifest, job: Job, devices: Sequence[Device], *, on_batch: Callable[[int], None],
           on_ready: Callable[[], None], log: Callable[[str], None]) -> Scores:
     """The values of every image of ``job``, its decoding problems and warnings; ``on_ready`` is called once every
     device has its models loaded."""
@@ -241,7 +284,7 @@ def score(manifest: Manifest, job: Job, devices: Sequence[torch.device], *, on_b
     return scores
 
 
-def plan(devices: Sequence[torch.device], workers: int | None) -> tuple[int, int]:
+def plan(devices: Sequence[Device], workers: int | None) -> tuple[int, int]:
     """(loader processes, torch threads) of each device worker: the CPUs shared out between the workers. A CPU
     device worker that gets one core decodes in its own process (a loader beside it would only compete for it)."""
     cpus = available_cpus()

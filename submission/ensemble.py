@@ -1,26 +1,38 @@
-"""Merge the logits of every model and TTA view into probabilities per head, then combine the heads into classes."""
+"""Merge the logits of every model and TTA view into probabilities per head, then combine the heads into classes.
+
+Everything here is float64 numpy on the host, whatever ran the forward passes (eager PyTorch on a GPU, or an
+engine), so that one ensemble gives the same numbers on every machine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 
-def activate(logits: torch.Tensor, task: str) -> torch.Tensor:
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+def _log_sigmoid(logits: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -logits)
+
+
+def activate(logits: np.ndarray, task: str) -> np.ndarray:
     """Softmax over a head's outputs (multiclass), an independent sigmoid per output (multilabel), or the
     raw value (regression)."""
     if task == "multiclass":
-        return logits.softmax(-1)
-    return logits.sigmoid() if task == "multilabel" else logits
+        return np.exp(_log_softmax(logits))
+    return np.exp(_log_sigmoid(logits)) if task == "multilabel" else logits
 
 
-def log_activate(logits: torch.Tensor, task: str) -> torch.Tensor:
-    return logits.log_softmax(-1) if task == "multiclass" else torch.nn.functional.logsigmoid(logits)
+def log_activate(logits: np.ndarray, task: str) -> np.ndarray:
+    return _log_softmax(logits) if task == "multiclass" else _log_sigmoid(logits)
 
 
-def merge(logits: torch.Tensor, weights: torch.Tensor, mode: str, task: str) -> torch.Tensor:
+def merge(logits: np.ndarray, weights: np.ndarray, mode: str, task: str) -> np.ndarray:
     """[M models, V views, B images, K outputs] logits of one head -> [B, K] probabilities (values for regression).
 
     Views count equally within a model; models count by ``weights`` (normalised to sum to 1).
@@ -28,20 +40,22 @@ def merge(logits: torch.Tensor, weights: torch.Tensor, mode: str, task: str) -> 
     - ``gmean``: weighted geometric mean of probabilities (renormalised over the head for multiclass);
     - ``logits``: weighted mean of logits, then the activation.
     """
-    w = (weights / weights.sum()).to(logits.dtype).view(-1, 1, 1)
+    logits = np.asarray(logits, dtype=np.float64)
+    weights = np.asarray(weights, dtype=np.float64)
+    w = (weights / weights.sum()).reshape(-1, 1, 1)
     if mode == "logits":
         return activate((logits.mean(1) * w).sum(0), task)
     if mode == "mean":
         return (activate(logits, task).mean(1) * w).sum(0)
     if mode == "gmean":
         log_p = (log_activate(logits, task).mean(1) * w).sum(0)
-        return log_p.softmax(-1) if task == "multiclass" else log_p.exp()
+        return activate(log_p, "multiclass") if task == "multiclass" else np.exp(log_p)
     raise ValueError(f"unknown merge mode {mode!r}")
 
 
-def view_means(logits: torch.Tensor, task: str) -> torch.Tensor:
+def view_means(logits: np.ndarray, task: str) -> np.ndarray:
     """[M, V, B, K] logits -> [M, B, K]: each model's probabilities, its views averaged (the input of ``rank``)."""
-    return activate(logits, task).mean(1)
+    return activate(np.asarray(logits, dtype=np.float64), task).mean(1)
 
 
 def percentile_ranks(scores: np.ndarray) -> np.ndarray:
@@ -67,7 +81,7 @@ def finish(values: np.ndarray, merge_mode: str, weights: np.ndarray) -> np.ndarr
     return rank_average(values, weights) if merge_mode == "rank" else values
 
 
-def combine(heads: Sequence[torch.Tensor], task: str) -> torch.Tensor:
+def combine(heads: Sequence[np.ndarray], task: str) -> np.ndarray:
     """Per-head [B, K_h] probabilities -> [B, C] class probabilities.
 
     Multiclass: the product of the heads, first head most significant (class = h0 * K1 * K2 + h1 * K2 + h2), so
@@ -76,7 +90,7 @@ def combine(heads: Sequence[torch.Tensor], task: str) -> torch.Tensor:
     if len(heads) == 1:
         return heads[0]
     if task != "multiclass":
-        return torch.cat(list(heads), dim=1)
+        return np.concatenate(list(heads), axis=1)
     joint = heads[0]
     for head in heads[1:]:
         joint = (joint[:, :, None] * head[:, None, :]).reshape(len(joint), -1)

@@ -26,9 +26,10 @@ from submission.ensemble import finish
 from submission.errors import BundleError, InputError
 from submission.formats import build_table
 from submission.inputs.images import TestSet, list_images, natural_key
+from submission.inputs.loader import DecodedImages, collate
 from submission.manifest import Manifest
 from submission.output import check_writable, write_json
-from submission.predict import DecodedImages, available_cpus, collate, load_groups, predict_batch
+from submission.predict import available_cpus, cpu_threads, load_groups, predict_batch
 from submission.runner import Options, info_for, open_bundle, predict_rows, warn
 
 
@@ -80,9 +81,7 @@ def run_stream(bundle: Path, source: IO[str], sink: IO[str], options: Options | 
     _check_stream(manifest)
     device = device_list(options.devices or manifest.entry.devices, warn)[0]
     if device.type == "cpu":
-        import torch
-
-        torch.set_num_threads(available_cpus())
+        cpu_threads(manifest, available_cpus())
     groups = load_groups(manifest, bundle, device)
     info_for(options)(f"{len(manifest.models)} model(s) loaded on {device}: reading image paths from stdin")
     preprocessors = [g.preprocessor for g in groups]

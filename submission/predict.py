@@ -1,11 +1,12 @@
 """The prediction loop: decode each image once, run every model and TTA view on the same batch, merge.
 
 Models that share a preprocessing (input size, crop, normalisation) form a group; each image is decoded once
-in a loader worker and resized once per group. On the device each group's batch is normalised, expanded to
+in a loader worker (``inputs.loader``) and resized once per group. Each group's batch is normalised, expanded to
 its TTA views and fed to every model of the group in one forward pass per model (with the images' metadata
-features, repeated for every view, where a model takes them). Per batch, each head's logits of all models and
-views are merged into probabilities, and the heads combined into classes, so memory does not grow with the test
-set beyond the [N, C] result.
+features, repeated for every view, where a model takes them): on the model's device for an eager model
+(``models.eager``), on the host in numpy for an engine, so that a bundle whose models all run on an engine never
+imports torch. Per batch, each head's logits of all models and views are merged into probabilities (numpy,
+float64), and the heads combined into classes, so memory does not grow with the test set beyond the [N, C] result.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from submission import errors
 from submission import models as model_io
 from submission.ensemble import combine, merge, view_means
-from submission.errors import BundleError, DeviceError, SubmissionError
-from submission.inputs.images import decode
-from submission.inputs.preprocess import Preprocessor, fast_decode_keep, normalize
+from submission.errors import BundleError
+from submission.inputs.loader import Batch, DecodedImages, Loader, batch_rows
+from submission.inputs.preprocess import Preprocessor, normalize
 from submission.manifest import Manifest, weights_root
+from submission.models import Engine
 from submission.tta import stack_views, views_of
 from submission.watchdog import Plan, full_plan
 
@@ -53,181 +52,103 @@ class Group:
     """Models that take the same input, with the transform that makes it."""
 
     preprocessor: Preprocessor
-    members: list[tuple[int, torch.nn.Module]]  # (position in manifest.models, model)
+    members: list[tuple[int, Any]]  # (position in manifest.models, an eager nn.Module or an Engine)
 
 
-class DecodedImages(Dataset):
-    """Item i: (one tensor per group made from the i-th image, decoded once; "" or why it could not be decoded;
-    None or the error that stops the run, as (class name, message); the image libraries' warnings on the file).
+def cpu_threads(manifest: Manifest, threads: int) -> None:
+    """torch's CPU pool sized to ``threads`` where a model runs eagerly (torch's default is every core of the
+    host, not the container's quota); engines size their own pools when they open."""
+    if any(m.engine == "torch" for m in manifest.models):
+        from submission.models import eager
 
-    An image that cannot be decoded is replaced by a blank (black) image of each model's input size, so that
-    its row is still written, unless ``strict``, where it is an error. Errors travel as data, so that a loader
-    worker's error reaches the user as the same one line as in the main process: an undecodable image under
-    ``strict``, and any runtime error of the preprocessing (a user's function that fails, a transform of the wrong
-    size), named with the file and the image id. With ``decode_mode`` "fast", large JPEGs are decoded at reduced
-    scale (see ``decode_rgb``).
-    """
-
-    def __init__(self, paths: Sequence[Path], preprocessors: Sequence[Preprocessor], strict: bool = False,
-                 decode_mode: str = "exact", ids: Sequence[str] | None = None):
-        self.paths = list(paths)
-        self.ids = list(ids) if ids is not None else None
-        self.preprocessors = list(preprocessors)
-        self.strict = strict
-        self.keep = fast_decode_keep([p.pre for p in self.preprocessors]) if decode_mode == "fast" else None
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, ...], str, tuple[str, str] | None, tuple]:
-        decoded = decode(self.paths[i], self.keep)
-        try:
-            if decoded.image is None:
-                blanks = tuple(p.blank() for p in self.preprocessors)
-                fatal = ("InputError", f"{decoded.error} (--strict: no blank-image fallback)") if self.strict else None
-                return blanks, decoded.error, fatal, decoded.warnings
-            return tuple(p(decoded.image) for p in self.preprocessors), "", None, decoded.warnings
-        except SubmissionError as e:
-            message = f"{self.paths[i]} (id {self.ids[i]!r}): {e}" if self.ids else f"{self.paths[i]}: {e}"
-            blanks = tuple(torch.zeros(p.pre.input_size, dtype=torch.uint8) for p in self.preprocessors)
-            return blanks, "", (type(e).__name__, message), decoded.warnings
+        eager.set_threads(threads)
 
 
-@dataclass
-class Batch:
-    pixels: list[torch.Tensor]  # one [B, C, H, W] tensor per group
-    problems: list[str]  # per image: "" or why it was predicted from a blank image
-    warnings: list[tuple[tuple[str, str], ...]]  # per image: the image libraries' (library, message) warnings
-    refused: list[tuple[str, str]]  # the errors that stop the run: (class name, message)
-
-    def checked(self) -> Batch:
-        """The batch, or the first refused image's error, raised where the batch is used (the main process)."""
-        if self.refused:
-            name, message = self.refused[0]
-            raise getattr(errors, name, SubmissionError)(message)
-        return self
-
-
-def collate(items: Sequence[tuple]) -> Batch:
-    """A batch of ``DecodedImages`` items (built in the loader worker: nothing here raises)."""
-    pixels = [torch.stack([item[0][g] for item in items]) for g in range(len(items[0][0]))]
-    return Batch(pixels, [item[1] for item in items], [item[3] for item in items], [i[2] for i in items if i[2]])
-
-
-def load_groups(manifest: Manifest, bundle: Path, device: torch.device, channels_last: bool = True) -> list[Group]:
-    """Build every model of the manifest on ``device``, grouped by identical preprocessing, in manifest order."""
+def load_groups(manifest: Manifest, bundle: Path, device: Any, channels_last: bool = True,
+                threads: int | None = None) -> list[Group]:
+    """Build every model of the manifest on ``device``, grouped by identical preprocessing, in manifest order;
+    ``threads`` (default: the CPUs available) for the engines' pools."""
     groups: dict[str, Group] = {}
+    threads = threads or available_cpus()
     for index, spec in enumerate(manifest.models):
         key = json.dumps(asdict(spec.preprocess), sort_keys=True)
-        model = model_io.load(spec, bundle, device, channels_last, weights_root(bundle, manifest), torch.get_num_threads())
+        model = model_io.load(spec, bundle, device, channels_last, weights_root(bundle, manifest), threads)
         if key not in groups:
             groups[key] = Group(Preprocessor(spec.preprocess, spec.name, bundle), [])
         groups[key].members.append((index, model))
     return list(groups.values())
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs that support it, fp16 on older ones; plain float32 on the CPU."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def batch_rows(total: int, batch_size: int) -> list[list[int]]:
-    """The image positions of every batch, in order: [0..b-1], [b..2b-1], ..."""
-    return [list(range(start, min(start + batch_size, total))) for start in range(0, total, batch_size)]
-
-
 def loader(
-    paths: Sequence[Path], groups: Sequence[Group], *, device: torch.device, batch_size: int, workers: int,
-    strict: bool = False, decode_mode: str = "exact", schedule: Sequence[list[int]] | None = None,
-    ids: Sequence[str] | None = None,
-) -> DataLoader:
-    """Batches of (one uint8 tensor per group (float for albumentations), the decoding problem of each image);
+    paths: Sequence[Path], groups: Sequence[Group], *, batch_size: int, workers: int, strict: bool = False,
+    decode_mode: str = "exact", schedule: Sequence[list[int]] | None = None, ids: Sequence[str] | None = None,
+) -> Loader:
+    """Batches of (one uint8 array per group (float for albumentations), the decoding problem of each image);
     ``schedule`` gives the image positions of each batch (default: every image, in order, ``batch_size`` at a time)."""
-    return DataLoader(
-        DecodedImages(paths, [g.preprocessor for g in groups], strict, decode_mode, ids),
-        batch_sampler=schedule if schedule is not None else batch_rows(len(paths), batch_size),
-        collate_fn=collate,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
+    images = DecodedImages(paths, [g.preprocessor for g in groups], strict, decode_mode, ids)
+    return Loader(images, schedule if schedule is not None else batch_rows(len(paths), batch_size), workers)
 
 
-def _forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], device: torch.device,
-             log: Callable[[str], None], name: str = "") -> Any:
-    """The model on ``inputs`` (the images, and the metadata features where the model takes them); on CUDA
-    out-of-memory the batch is split in halves and retried, and the halves' outputs joined again. Any other failure
+def group_input(pixels: np.ndarray, group: Group, views: Sequence[str], device: Any, eager_model: bool,
+                channels_last: bool = True) -> Any:
+    """A group's loader batch -> what its models take, every view stacked: a tensor on ``device`` for an eager
+    model, a float32 array on the host for an engine."""
+    pre, normalizes = group.preprocessor.pre, group.preprocessor.normalizes_on_device
+    if eager_model:
+        from submission.models import eager
+
+        return eager.inputs(pixels, pre, normalizes, views, device, channels_last)
+    return stack_views(normalize(pixels, pre) if normalizes else pixels, views)
+
+
+def forward(model: Any, inputs: tuple[Any, ...], device: Any, log: Callable[[str], None], name: str = "") -> Any:
+    """One model's output on ``inputs`` (the images, and the metadata features where it takes them); a failure
     is one error naming the model and what it was given."""
+    if not isinstance(model, Engine):
+        from submission.models import eager
+
+        return eager.forward(model, inputs, device, log, name)
     try:
-        with autocast(device):
-            return model(*inputs)
-    except torch.cuda.OutOfMemoryError:
-        return _split_forward(model, inputs, device, log, name)
-    except Exception as e:
+        return model(*inputs)
+    except Exception as e:  # noqa: BLE001 (each engine raises its own types)
         given = " and ".join(f"{tuple(t.shape)}" for t in inputs)
         raise BundleError(f"model {name!r} fails on inputs of shape {given}: {type(e).__name__}: {e}") from None
 
 
-def _split_forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], device: torch.device,
-                   log: Callable[[str], None], name: str) -> Any:
-    """The forward pass in two halves, after CUDA ran out of memory on the whole batch."""
-    rows = len(inputs[0])
-    if rows == 1:
-        raise DeviceError("CUDA out of memory on a single image: use a GPU with more memory, or --device cpu") from None
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    half = rows // 2
-    log(f"CUDA out of memory on a forward pass of {rows} images: split into {half} + {rows - half}, retried")
-    first = _forward(model, tuple(t[:half] for t in inputs), device, log, name)
-    second = _forward(model, tuple(t[half:] for t in inputs), device, log, name)
-    return _join(first, second)
+def on_host(logits: Any) -> np.ndarray:
+    """A head's logits (a tensor on its device, or an engine's array) as float64 numpy, where the merge runs."""
+    if isinstance(logits, np.ndarray):
+        return logits.astype(np.float64)
+    return logits.detach().cpu().double().numpy()
 
 
-def _join(first: Any, second: Any) -> Any:
-    """Concatenate two outputs of one model (tensors, or tuples/dicts of them) along the batch."""
-    if isinstance(first, torch.Tensor):
-        return torch.cat([first, second])
-    if isinstance(first, dict):
-        return {k: _join(first[k], second[k]) for k in first}
-    return type(first)(_join(a, b) for a, b in zip(first, second))
-
-
-def predict_batch(manifest: Manifest, groups: Sequence[Group], pixels: Sequence[torch.Tensor],
-                  meta: np.ndarray | None, *, device: torch.device, channels_last: bool = True,
+def predict_batch(manifest: Manifest, groups: Sequence[Group], pixels: Sequence[np.ndarray],
+                  meta: np.ndarray | None, *, device: Any, channels_last: bool = True,
                   log: Callable[[str], None] = lambda message: None, plan: Plan | None = None) -> np.ndarray:
     """One batch -> [B, C] float64 probabilities, every model and view merged per head and the heads combined;
     with merge "rank", [M, B, C]: each model's probabilities (its views averaged), ranked once all are known.
     ``plan`` (the watchdog's, when a run is late) names the models and views that run; by default all of them."""
     plan = plan or full_plan(manifest, views_of(manifest.tta))
     size, n_views, heads = len(pixels[0]), len(plan.views), manifest.heads
-    weights = torch.tensor([manifest.models[i].weight for i in plan.models], dtype=torch.float64)
-    features = None if meta is None else torch.from_numpy(meta).to(device).repeat(n_views, 1)
-    per_head: list[list[torch.Tensor]] = [[torch.empty(0)] * len(manifest.models) for _ in heads]
-    with torch.inference_mode():
-        for group, batch in zip(groups, pixels):
-            x = batch.to(device, non_blocking=True)
-            if group.preprocessor.normalizes_on_device:
-                x = normalize(x, group.preprocessor.pre)
-            members = [(index, model) for index, model in group.members if index in plan.models]
-            if not members:
-                continue
-            x = stack_views(x, plan.views)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            for index, model in members:
-                spec = manifest.models[index]
-                inputs = (x, features) if spec.takes_metadata else (x,)
-                outputs = model_io.split(_forward(model, inputs, device, log, spec.name), spec, heads, n_views * size)
-                for h, y in enumerate(outputs):
-                    per_head[h][index] = y.view(n_views, size, heads[h].size)
-        per_head = [[logits[i] for i in plan.models] for logits in per_head]
-        if manifest.merge == "rank":
-            return view_means(torch.stack(per_head[0]).cpu().double(), manifest.task).numpy()
-        merged = [merge(torch.stack(logits).cpu().double(), weights, manifest.merge, manifest.task) for logits in per_head]
-        return combine(merged, manifest.task).numpy()
+    weights = np.array([manifest.models[i].weight for i in plan.models], dtype=np.float64)
+    features = None if meta is None else np.tile(np.asarray(meta, dtype=np.float32), (n_views, 1))
+    per_head: list[dict[int, np.ndarray]] = [{} for _ in heads]
+    for group, batch in zip(groups, pixels):
+        members = [(index, model) for index, model in group.members if index in plan.models]
+        inputs: dict[bool, Any] = {}  # eager or not -> the group's input, made once for each kind of model
+        for index, model in members:
+            spec = manifest.models[index]
+            eager_model = not isinstance(model, Engine)
+            if eager_model not in inputs:
+                inputs[eager_model] = group_input(batch, group, plan.views, device, eager_model, channels_last)
+            given = (inputs[eager_model], features) if spec.takes_metadata else (inputs[eager_model],)
+            outputs = model_io.split(forward(model, given, device, log, spec.name), spec, heads, n_views * size)
+            for h, y in enumerate(outputs):
+                per_head[h][index] = on_host(y).reshape(n_views, size, heads[h].size)
+    stacked = [np.stack([logits[i] for i in plan.models]) for logits in per_head]
+    if manifest.merge == "rank":
+        return view_means(stacked[0], manifest.task)
+    return combine([merge(logits, weights, manifest.merge, manifest.task) for logits in stacked], manifest.task)
 
 
 def empty_values(manifest: Manifest, total: int) -> np.ndarray:
@@ -250,7 +171,7 @@ def predict(
     batches: Iterable[Batch],
     total: int,
     *,
-    device: torch.device,
+    device: Any,
     features: np.ndarray | None = None,
     channels_last: bool = True,
     on_batch: Callable[[int], None] | None = None,

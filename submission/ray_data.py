@@ -16,11 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from submission.devices import parse as device_list
 from submission.errors import BundleError
+from submission.inputs.loader import DecodedImages, collate
 from submission.manifest import load_manifest, verify_files
-from submission.predict import DecodedImages, collate, load_groups, predict_batch
+from submission.predict import load_groups, predict_batch
 
 
 class Predict:
@@ -31,7 +32,7 @@ class Predict:
         if self.manifest.merge == "rank" or self.manifest.metadata is not None:
             raise BundleError("this bundle ranks over the whole test set or takes metadata: run it with "
                               "python -m submission --shard and merge instead of Ray Data")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = device_list(device or "all")[0]
         self.groups = load_groups(self.manifest, self.bundle, self.device)
         self.strict = strict
 

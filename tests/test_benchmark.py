@@ -27,3 +27,14 @@ def test_decode_regime_runs_and_agrees_with_the_naive_loop(tmp_path):
     assert figures["runtime_fast_decode_images_per_s"] > 0 and figures["fast_decode_speedup"] > 0
     assert 0.0 <= figures["fast_decode"]["argmax_agreement"] <= 1.0
     assert "runtime/naive" in proc.stdout
+
+
+def test_the_loader_benchmark_runs_and_both_loaders_give_the_same_batches(tmp_path):
+    out = tmp_path / "loader.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_loader.py"), "--images", "10", "--size", "96", "--img-size",
+         "32", "--batch-size", "4", "--repeat", "1", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(out.read_text())
+    assert figures["same_batches"] is True
+    assert figures["loader_images_per_second"] > 0 and figures["dataloader_images_per_second"] > 0

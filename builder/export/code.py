@@ -50,9 +50,9 @@ if __name__ == "__main__":
 '''
 
 
-def pins(manifest: Manifest) -> dict[str, str]:
+def pins(manifest: Manifest, bundle: Path) -> dict[str, str]:
     """{distribution: version} of what the bundle's environment installs, as this machine has them."""
-    return {name: host_version(name) for name in bundle_packages(manifest)}
+    return {name: host_version(name) for name in bundle_packages(manifest, bundle)}
 
 
 def _check(model: Path, manifest: Manifest, metadata_rows: pd.DataFrame | None) -> None:
@@ -90,7 +90,7 @@ def write_model(bundle: Path, manifest: Manifest, model: Path, say: Callable[[st
     shutil.copytree(bundle, model / hosted.BUNDLE)
     shutil.copytree(Path(submission.__file__).parent, model / "submission",
                     ignore=lambda folder, names: [n for n in names if n == "__pycache__" or n.endswith(".pyc")])
-    pinned = pins(manifest)
+    pinned = pins(manifest, bundle)
     (model / hosted.PINS).write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
     say(f"checking the export on {CHECK_IMAGES} images of its own")
     _check(model, manifest, metadata_rows)

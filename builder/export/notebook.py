@@ -206,7 +206,7 @@ def export_notebook(bundle: Path, manifest: Manifest, platform: Platform, settin
     out.mkdir(parents=True, exist_ok=True)
     with _whole(out / FOLDERS[0]) as wheels_dir:
         say(f"the pinned wheels for Python {layout.python}")
-        source, lock = wheelhouse(bundle_packages(manifest), layout.python, log)
+        source, lock = wheelhouse(bundle_packages(manifest, bundle), layout.python, log)
         wheels_key = source.name
         wheels_id = f"{owner}/{slug(f'submission-wheels-py{layout.python}-{wheels_key}')}"
         for _, _, file, _ in lock.wheels:

@@ -71,7 +71,7 @@ def submission_image(env: EnvImage, bundle: Path, manifest: Manifest, tag: str, 
     rest.update(runtime_files())
 
     parent = env.spec.config
-    pins = env.lock.versions(bundle_packages(manifest))
+    pins = env.lock.versions(bundle_packages(manifest, bundle))
     labels = {
         **(parent.get("Labels") or {}),
         "submission.manifest.sha256": sha256_file(bundle / MANIFEST_NAME),

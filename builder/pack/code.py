@@ -116,7 +116,7 @@ _REPLAY = """
 import json, sys
 from pathlib import Path
 request = json.loads(sys.argv[1])
-import submission.runner, submission.models as models
+import submission.runner, submission.models.eager as models
 from submission.errors import BundleError
 from submission.manifest import ModelSpec, Code, parse_json
 import submission.code as user_code

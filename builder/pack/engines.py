@@ -26,6 +26,7 @@ from PIL import Image
 
 from builder.errors import ConfigError
 from builder.pack.folds import Fold
+from submission.devices import CPU
 from submission.ensemble import activate
 from submission.inputs.images import decode, list_images
 from submission.inputs.preprocess import Preprocessor, normalize
@@ -85,7 +86,7 @@ def _gate_batch(fold: Fold, bundle: Path, images: Path | None, meta_width: int) 
             big = np.asarray(Image.fromarray(base).resize((w + 8 * i, h + 4 * i), Image.Resampling.BICUBIC))
             noise = rng.integers(-20, 21, big.shape)
             pictures.append(Image.fromarray(np.clip(big.astype(int) + noise, 0, 255).astype(np.uint8)))
-    batch = torch.stack([pre(p) for p in pictures])
+    batch = torch.from_numpy(np.stack([pre(p) for p in pictures]))
     x = normalize(batch, fold.spec.preprocess) if pre.normalizes_on_device else batch.float()
     meta = torch.from_numpy(np.random.default_rng(1).normal(size=(len(x), meta_width)).astype(np.float32)) \
         if fold.spec.takes_metadata else None
@@ -108,10 +109,10 @@ def export(fold: Fold, path: Path, meta_width: int) -> None:
                               f"{str(e).splitlines()[0][:300]}; pack it with --engine torch") from None
 
 
-def probabilities(logits: torch.Tensor, heads: tuple[Head, ...], task: str) -> np.ndarray:
+def probabilities(logits: np.ndarray, heads: tuple[Head, ...], task: str) -> np.ndarray:
     """Each head's probabilities side by side (softmax per head, a sigmoid per output, or the raw value)."""
-    parts = logits.split([h.size for h in heads], dim=1)
-    return torch.cat([activate(p.double(), task) for p in parts], dim=1).numpy()
+    parts = np.split(np.asarray(logits, dtype=np.float64), np.cumsum([h.size for h in heads])[:-1], axis=1)
+    return np.concatenate([activate(p, task) for p in parts], axis=1)
 
 
 def compare(reference: np.ndarray, got: np.ndarray, heads: tuple[Head, ...], tolerance: float) -> tuple[float, int]:
@@ -155,7 +156,7 @@ def choose(fold: Fold, setting: str, bundle: Path, file_name: str, *, task: str,
     ref_model = Flat(fold).eval()
     x, meta = _gate_batch(fold, bundle, images, meta_width)
     with torch.inference_mode():
-        reference = probabilities(ref_model(x, meta), fold.heads, task)
+        reference = probabilities(ref_model(x, meta).numpy(), fold.heads, task)
     threads = available_cpus()
     candidates = ("onnx", "openvino") if setting == "auto" else (setting,)
     table: list[Measured] = []
@@ -171,9 +172,9 @@ def choose(fold: Fold, setting: str, bundle: Path, file_name: str, *, task: str,
 
         table.append(Measured("torch", _timed(run_eager), None, 0, True))
     for name in candidates:
-        engine = open_engine(name, path, torch.device("cpu"), threads)
+        engine = open_engine(name, path, CPU, threads)
         try:
-            got = engine(x, meta)
+            got = engine(x.numpy(), None if meta is None else meta.numpy())
         except Exception as e:  # noqa: BLE001 (each engine raises its own types)
             raise ConfigError(f"{fold.checkpoint}: the exported graph fails on the {name} engine with a batch of "
                               f"{len(x)}: {type(e).__name__}: {str(e).splitlines()[0][:300]}; pack it with --engine torch"
@@ -182,7 +183,8 @@ def choose(fold: Fold, setting: str, bundle: Path, file_name: str, *, task: str,
         passed = difference <= tolerance and not disagree
         why = "" if passed else (f"largest probability difference {difference:.2e} over the tolerance {tolerance:g}"
                                  if difference > tolerance else f"the argmax differs on {disagree} image(s)")
-        speed = _timed(lambda e=engine: e(big, big_meta)) if setting == "auto" else None
+        speed = _timed(lambda e=engine: e(big.numpy(), None if big_meta is None else big_meta.numpy())) \
+            if setting == "auto" else None
         table.append(Measured(name, speed, difference, disagree, passed, why))
     passing = [m for m in table if m.passed]
     best = max(passing, key=lambda m: m.images_per_second or 0.0) if setting == "auto" else (passing or [None])[0]

@@ -23,6 +23,7 @@ from submission import models
 from submission.errors import BundleError, SubmissionError
 from submission.inputs.preprocess import Preprocessor
 from submission.manifest import Code, FileRef, Head, ModelSpec, Preprocess
+from submission.models import eager
 from submission.models.heads import describe
 
 PLACEHOLDER = FileRef("weights/unsaved.safetensors", "0" * 64)  # a spec's weights before the bundle is written
@@ -114,7 +115,7 @@ def _spec(name: str, **fields: Any) -> ModelSpec:
 
 def _construct(spec: ModelSpec, path: Path, arch: Sourced, bundle: Path, asked: list[str]) -> torch.nn.Module:
     try:
-        return models.build(spec, bundle, asked)
+        return eager.build(spec, bundle, asked)
     except BundleError as e:
         if spec.source == "code":
             raise CodeError(f"{arch.value} (from {arch.source}): {e}{_missing_hint(e)}") from None
@@ -153,7 +154,7 @@ def _build(checkpoint: Checkpoint, s: FoldSettings, bundle: Path, code_cache: di
     sources["arch"] = arch
     probe = _construct(_spec(name, arch=arch.value, kwargs={"num_classes": 1000, **kwargs}), path, arch, bundle, asked)
     state, dropped = fit_state_dict(checkpoint.state_dict, set(probe.state_dict()))
-    num = _num_classes(s.num_classes, models.classifier_rows(probe, state), probe, state, path, arch)
+    num = _num_classes(s.num_classes, eager.classifier_rows(probe, state), probe, state, path, arch)
     sources["num_classes"] = num
     spec = _spec(name, arch=arch.value, kwargs={"num_classes": num.value, **kwargs}, output=output)
     return _Built(_construct(spec, path, arch, bundle, asked), spec, state, dropped, arch, sources, asked)
@@ -167,7 +168,7 @@ def _frozen(value: Sourced, bundle: Path, code_cache: dict[str, Code]) -> Code:
 
 def _load_strictly(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, arch: Sourced) -> None:
     try:
-        models.load_state(model, state)
+        eager.load_state(model, state)
     except BundleError as e:
         raise CheckpointError(
             f"{path} does not load strictly into {arch.value!r} (from {arch.source}): {e}. "
@@ -284,7 +285,7 @@ def _run_as_the_runtime(pre: Preprocess, path: Path, bundle: Path) -> None:
     for image in _probes():
         try:
             first = runtime(image)
-            if pre.function is not None and not torch.equal(first, runtime(image)):
+            if pre.function is not None and not np.array_equal(first, runtime(image)):
                 raise ConfigError(f"{path}: the preprocessing function {pre.function.module}.{pre.function.attribute} "
                                   "gives different outputs for the same image; make it deterministic (seed any "
                                   "randomness, or drop it)")
@@ -294,7 +295,7 @@ def _run_as_the_runtime(pre: Preprocess, path: Path, bundle: Path) -> None:
 
 def _metadata_call(model: torch.nn.Module, metadata: DeclaredMetadata | None, path: Path) -> tuple[bool, str]:
     """Whether the model is called with the image's metadata features, and why."""
-    required, accepts, second = models.forward_inputs(model)
+    required, accepts, second = eager.forward_inputs(model)
     where = f"{type(model).__name__}.forward"
     if metadata is not None:
         declared = " and ".join(v.source for k, v in metadata.sources.items() if k in ("metadata_columns",

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from builder.errors import ConfigError
 from submission import models as model_io
-from submission.inputs.preprocess import normalize
+from submission.devices import Device
+from submission.inputs.loader import DecodedImages, collate
 from submission.manifest import Manifest
-from submission.predict import DecodedImages, _forward, collate, load_groups
+from submission.predict import forward, group_input, load_groups, on_host
 from submission.runner import Options, open_bundle, test_set
-from submission.tta import view, views_of
+from submission.tta import views_of
 
 
 @dataclass
@@ -54,7 +54,7 @@ def measure(bundle: Path, data: Path, batch_size: int = 32, device: str = "cpu")
     if takes:
         raise ConfigError(f"builder plan runs image-only ensembles; models {takes} take metadata")
     test = test_set(data, bundle, manifest, options)
-    where = torch.device(device)
+    where = Device.of(device)
     start = time.perf_counter()
     groups = load_groups(manifest, bundle, where)
     load_seconds = time.perf_counter() - start
@@ -63,24 +63,20 @@ def measure(bundle: Path, data: Path, batch_size: int = 32, device: str = "cpu")
     seconds = np.zeros((len(manifest.models), len(views)))
     dataset = DecodedImages(test.paths, [g.preprocessor for g in groups], decode_mode=manifest.decode, ids=test.ids)
     decode_seconds = 0.0
-    with torch.inference_mode():
-        for first in range(0, n, batch_size):
-            rows = range(first, min(first + batch_size, n))
-            began = time.perf_counter()
-            batch = collate([dataset[i] for i in rows]).checked()
-            decode_seconds += time.perf_counter() - began
-            for group, pixels in zip(groups, batch.pixels):
-                x = pixels.to(where)
-                if group.preprocessor.normalizes_on_device:
-                    x = normalize(x, group.preprocessor.pre)
-                for v, name in enumerate(views):
-                    seen = view(x, name).contiguous(memory_format=torch.channels_last)
-                    for index, model in group.members:
-                        spec = manifest.models[index]
-                        began = time.perf_counter()
-                        out = _forward(model, (seen,), where, lambda message: None, spec.name)
-                        parts = model_io.split(out, spec, heads, len(rows))
-                        seconds[index, v] += time.perf_counter() - began
-                        for h, part in enumerate(parts):
-                            logits[h][index, v, first:first + len(rows)] = part.double().cpu().numpy()
+    for first in range(0, n, batch_size):
+        rows = range(first, min(first + batch_size, n))
+        began = time.perf_counter()
+        batch = collate([dataset[i] for i in rows]).checked()
+        decode_seconds += time.perf_counter() - began
+        for group, pixels in zip(groups, batch.pixels):
+            for v, name in enumerate(views):
+                for index, model in group.members:
+                    spec = manifest.models[index]
+                    began = time.perf_counter()
+                    seen = group_input(pixels, group, [name], where, not isinstance(model, model_io.Engine))
+                    out = forward(model, (seen,), where, lambda message: None, spec.name)
+                    parts = model_io.split(out, spec, heads, len(rows))
+                    seconds[index, v] += time.perf_counter() - began
+                    for h, part in enumerate(parts):
+                        logits[h][index, v, first:first + len(rows)] = on_host(part)
     return Measured(manifest, list(test.ids), logits, seconds / n, decode_seconds / n, _import_seconds() + load_seconds)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from builder.errors import ConfigError
 from builder.metrics import log_loss as log_loss_of
@@ -43,10 +42,9 @@ def presets_within(views: tuple[str, ...]) -> list[str]:
 def probabilities(m: Measured, models: tuple[int, ...], views: tuple[str, ...]) -> np.ndarray:
     """[N, C]: the chosen models and views merged as the runtime merges them (its weights, merge, heads)."""
     v = [m.views.index(name) for name in views]
-    weights = torch.tensor([m.manifest.models[i].weight for i in models], dtype=torch.float64)
-    merged = [merge(torch.from_numpy(h[np.ix_(models, v)]), weights, m.manifest.merge, m.manifest.task)
-              for h in m.logits]
-    return combine(merged, m.manifest.task).numpy()
+    weights = np.array([m.manifest.models[i].weight for i in models], dtype=np.float64)
+    merged = [merge(h[np.ix_(models, v)], weights, m.manifest.merge, m.manifest.task) for h in m.logits]
+    return combine(merged, m.manifest.task)
 
 
 def scorer(m: Measured, labels: Path, metric: str | None) -> tuple[str, Callable[[np.ndarray], float]]:

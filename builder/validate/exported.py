@@ -45,6 +45,7 @@ class Opened:
     program: Path | None = None  # the zip unpacked; Kaggle's export folder as it is
     command: list[str] = field(default_factory=list)  # what the platform runs in the program's folder
     source: Path | None = None  # Kaggle: the folder of the notebook's code cells as one script
+    bundle: Path | None = None  # the bundle inside the export, where the manifest was read
 
 
 def _layout(problems: list[str], what: str) -> Check:
@@ -103,7 +104,8 @@ def _open_zip(path: Path, platform: Platform, tmp: Path) -> Opened:
         command = shlex.split(str(said or ""))
     else:
         command = ["python3", layout.script]
-    return Opened(manifest, sample, [*checks, _layout(problems, platform.name)], program, command)
+    return Opened(manifest, sample, [*checks, _layout(problems, platform.name)], program, command,
+                  bundle=program / "model" / hosted.BUNDLE)
 
 
 def _open_notebook(path: Path, platform: Platform, tmp: Path) -> Opened:
@@ -151,7 +153,7 @@ def _open_notebook(path: Path, platform: Platform, tmp: Path) -> Opened:
     (source / "notebook.py").write_text("\n\n".join("".join(c["source"]) for c in cells))
     (source / "notebook.py").chmod(0o644)
     return Opened(manifest, sample, [_layout(problems, platform.name)], path, ["python3", f"{SOURCE}/notebook.py"],
-                  source)
+                  source, data / "model" / hosted.BUNDLE)
 
 
 def open_export(path: Path, platform: Platform, tmp: Path) -> Opened:
@@ -180,7 +182,7 @@ def replay_export(client: docker.DockerClient, opened: Opened, platform: Platfor
                           "the test folder of its sample, without --ignore-sample")
     if ignore_sample:
         args = [*args, "--ignore-sample"]
-    env = env_image(client, base_image, bundle_packages(manifest), say=log)
+    env = env_image(client, base_image, bundle_packages(manifest, opened.bundle), say=log)
     box, entry = platform.sandbox, manifest.entry
     out = work / "output"
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,8 @@ eval resize/crop on the CPU, normalisation on the device; or a serialized albume
 
 The resize and crop reproduce ``timm.data.create_transform(..., is_training=False)`` exactly (same PIL calls,
 same rounding), so predictions match what the user saw when validating with timm. Pixels travel to the
-device as uint8 (a quarter of the bytes of float32) and are normalised there. The user's function is imported
+device as uint8 (a quarter of the bytes of float32) and are normalised there: by torch for eager models, by
+numpy on the host for an engine's, with the same float32 operations in the same order. The user's function is imported
 from the bundle once per process and called once per decoded image: an (H, W, 3) uint8 RGB array in, an array out
 (or, when its first parameter is annotated as a PIL image, an image in and out).
 """
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from submission import code as user_code
@@ -86,8 +86,8 @@ def resize_crop(image: Image.Image, pre: Preprocess) -> Image.Image:
     return _center_crop_or_pad(_resize(image, pre), height, width, fill)
 
 
-def to_chw_uint8(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+def to_chw_uint8(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
 
 def _takes_pil(function: Callable[..., Any]) -> bool:
@@ -145,7 +145,7 @@ class UserFunction:
 class Preprocessor:
     """One model group's transform, run in the loader workers on the decoded image.
 
-    Returns a uint8 CHW tensor (normalised later on the device), or, with a serialized albumentations
+    Returns a uint8 CHW array (normalised later, where the model runs), or, with a serialized albumentations
     transform, that transform's float output as saved (its shape checked against the model input unless
     ``check_size`` is False, as when pack measures the size a transform makes).
     """
@@ -163,7 +163,7 @@ class Preprocessor:
     def normalizes_on_device(self) -> bool:
         return self.pre.albumentations is None
 
-    def blank(self) -> torch.Tensor:
+    def blank(self) -> np.ndarray:
         """The input made from a black image of the model's size (for a file that cannot be decoded): the resize or
         the albumentations transform, not the user's function, which may expect a photograph."""
         image = Image.new("RGB", (self.pre.size[1], self.pre.size[0]))
@@ -171,7 +171,7 @@ class Preprocessor:
             return to_chw_uint8(resize_crop(image, self.pre))
         return self._apply_albumentations(np.asarray(image, dtype=np.uint8))
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> np.ndarray:
         if self.function is not None:
             pixels = self.function(image)
             if self.pre.albumentations is not None:
@@ -181,17 +181,18 @@ class Preprocessor:
             return to_chw_uint8(resize_crop(image, self.pre))
         return self._apply_albumentations(np.asarray(image, dtype=np.uint8))
 
-    def _apply_albumentations(self, pixels: np.ndarray) -> torch.Tensor:
+    def _apply_albumentations(self, pixels: np.ndarray) -> np.ndarray:
         if self._albumentations is None:  # built lazily, once per worker process
             self._albumentations = load_albumentations(self.pre.albumentations)
         out = self._albumentations(image=pixels)["image"]
-        tensor = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(out).transpose(2, 0, 1))
-        if self.check_size and tuple(tensor.shape) != tuple(self.pre.input_size):
+        # ToTensorV2 ends in a CHW torch tensor; a transform without it, in an HWC array
+        chw = out.numpy() if hasattr(out, "numpy") else np.asarray(out).transpose(2, 0, 1)
+        if self.check_size and tuple(chw.shape) != tuple(self.pre.input_size):
             raise BundleError(
-                f"the albumentations transform of {self.name} gives shape {tuple(tensor.shape)}, "
+                f"the albumentations transform of {self.name} gives shape {tuple(chw.shape)}, "
                 f"but the model takes {tuple(self.pre.input_size)}; fix the transform or input_size and pack again"
             )
-        return tensor.float()
+        return np.ascontiguousarray(chw, dtype=np.float32)
 
 
 def load_albumentations(serialized: dict[str, Any]) -> Any:
@@ -208,8 +209,12 @@ def load_albumentations(serialized: dict[str, Any]) -> Any:
         raise BundleError(f"cannot rebuild the serialized albumentations transform: {e}") from None
 
 
-def normalize(batch: torch.Tensor, pre: Preprocess) -> torch.Tensor:
-    """uint8 NCHW in [0, 255] -> float32 NCHW, (x / 255 - mean) / std, as timm's ToTensor + Normalize."""
-    mean = torch.tensor(pre.mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
-    return (batch.float() / 255.0 - mean) / std
+def normalize(batch: Any, pre: Preprocess) -> Any:
+    """uint8 NCHW in [0, 255] -> float32 NCHW, (x / 255 - mean) / std, as timm's ToTensor + Normalize: a numpy
+    array on the host, or a torch tensor on its device."""
+    if isinstance(batch, np.ndarray):
+        mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(pre.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        return (batch.astype(np.float32) / np.float32(255.0) - mean) / std
+    x = batch.float() / 255.0
+    return (x - x.new_tensor(pre.mean).view(1, 3, 1, 1)) / x.new_tensor(pre.std).view(1, 3, 1, 1)

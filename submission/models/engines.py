@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from submission.errors import BundleError
 
@@ -23,34 +22,28 @@ OUTPUT = "logits"  # its one output: every head's logits side by side
 
 
 class Engine:
-    """What the prediction loop calls instead of an ``nn.Module``: ``engine(x)`` or ``engine(x, meta)``."""
+    """What the prediction loop calls instead of an eager model: ``engine(x)`` or ``engine(x, meta)``, numpy float32
+    in, the heads' logits side by side out. ``device`` is the runtime's (``devices.Device``, or a torch.device)."""
 
     name = ""
 
-    def __init__(self, path: Path, device: torch.device, threads: int):
+    def __init__(self, path: Path, device: Any, threads: int):
         self.path, self.device, self.threads = Path(path), device, max(1, threads)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
-    def __call__(self, x: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-        feeds = {"image": x.detach().float().contiguous().cpu().numpy()}
+    def __call__(self, x: np.ndarray, meta: np.ndarray | None = None) -> np.ndarray:
+        feeds = {"image": np.ascontiguousarray(x, dtype=np.float32)}
         if meta is not None:
-            feeds["meta"] = meta.detach().float().contiguous().cpu().numpy()
-        return torch.from_numpy(np.ascontiguousarray(self.run(feeds))).to(x.device)
-
-    # what the prediction loop asks of a module
-    def eval(self) -> Engine:
-        return self
-
-    def to(self, *args: Any, **kwargs: Any) -> Engine:
-        return self
+            feeds["meta"] = np.ascontiguousarray(meta, dtype=np.float32)
+        return np.asarray(self.run(feeds))
 
 
 class OnnxRuntime(Engine):
     name = "onnx"
 
-    def __init__(self, path: Path, device: torch.device, threads: int):
+    def __init__(self, path: Path, device: Any, threads: int):
         super().__init__(path, device, threads)
         try:
             import onnxruntime as ort
@@ -76,7 +69,7 @@ class OnnxRuntime(Engine):
 class OpenVino(Engine):
     name = "openvino"
 
-    def __init__(self, path: Path, device: torch.device, threads: int):
+    def __init__(self, path: Path, device: Any, threads: int):
         super().__init__(path, device, threads)
         os.environ.setdefault("OPENVINO_TELEMETRY", "0")
         try:
@@ -101,6 +94,6 @@ class OpenVino(Engine):
 ENGINES = {engine.name: engine for engine in (OnnxRuntime, OpenVino)}
 
 
-def open_engine(name: str, path: Path, device: torch.device, threads: int) -> Engine:
+def open_engine(name: str, path: Path, device: Any, threads: int) -> Engine:
     """The exported graph at ``path`` on ``name``'s runtime."""
     return ENGINES[name](path, device, threads)

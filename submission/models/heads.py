@@ -3,21 +3,33 @@
 The output may be a tensor, a tuple or list, or a dict. ``spec.output`` picks one element of a tuple (index) or
 dict (key) first. Then a tuple is matched to the heads by position, a dict by head name, and a single tensor is
 one head, or several side by side (split by the heads' sizes, in order). A regression model's [rows] output is
-one column.
+one column. The output's arrays are torch tensors (an eager model) or numpy arrays (an engine), and each head's
+logits stay of their kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
+from typing import Any
 
-import torch
+import numpy as np
 
 from submission.errors import BundleError
 from submission.manifest import Head, ModelSpec
 
 
+def _is_array(value: object) -> bool:
+    """A torch tensor or a numpy array: what has a shape and a dimension count."""
+    return hasattr(value, "shape") and hasattr(value, "ndim") and not isinstance(value, (str, bytes))
+
+
+def _as_float(part: Any) -> Any:
+    return part.astype(np.float32) if isinstance(part, np.ndarray) else part.float()
+
+
 def describe(output: object) -> str:
-    if isinstance(output, torch.Tensor):
+    if _is_array(output):
         return f"a tensor of shape {tuple(output.shape)}"
     if isinstance(output, Mapping):
         return "a dict {" + ", ".join(f"{k!r}: {describe(v)}" for k, v in output.items()) + "}"
@@ -35,7 +47,7 @@ def _pick(output: object, spec: ModelSpec) -> object:
         raise BundleError(f"model {spec.name!r}: output {spec.output!r} cannot be taken from {describe(output)}") from None
 
 
-def split(output: object, spec: ModelSpec, heads: Sequence[Head], rows: int) -> list[torch.Tensor]:
+def split(output: object, spec: ModelSpec, heads: Sequence[Head], rows: int) -> list[Any]:
     """Float logits of each head, [rows, size]; a BundleError names what the model returned and what was expected."""
     output = _pick(output, spec)
     expected = ", ".join(f"{h.name} [{rows}, {h.size}]" for h in heads)
@@ -53,15 +65,16 @@ def split(output: object, spec: ModelSpec, heads: Sequence[Head], rows: int) -> 
         if len(output) != len(heads):
             raise fail()
         parts = list(output)
-    elif isinstance(output, torch.Tensor):
+    elif _is_array(output):
         if output.ndim == 1 and len(heads) == 1 and heads[0].size == 1:
             output = output[:, None]
         if output.ndim != 2 or output.shape[1] != sum(h.size for h in heads):
             raise fail()
-        parts = list(output.split([h.size for h in heads], dim=1))
+        ends = list(accumulate(h.size for h in heads))
+        parts = [output[:, end - head.size:end] for head, end in zip(heads, ends)]
     else:
         raise fail()
     for head, part in zip(heads, parts):
-        if not isinstance(part, torch.Tensor) or tuple(part.shape) != (rows, head.size):
+        if not _is_array(part) or tuple(part.shape) != (rows, head.size):
             raise fail()
-    return [p.float() for p in parts]
+    return [_as_float(p) for p in parts]

@@ -65,7 +65,7 @@ def pinned_csv(test: Path, bundle: Path, tmp: Path) -> bytes:
 def test_the_codabench_export_runs_in_another_environment_as_in_the_pinned_one(client, module_docker_cleanup, exported,
                                                                               competition, tmp_path):
     archive, bundle = exported("codabench")
-    env = env_image(client, BASE, bundle_packages(load_manifest(bundle)))
+    env = env_image(client, BASE, bundle_packages(load_manifest(bundle), bundle))
     other = other_environment(client, env.tag, tmp_path, module_docker_cleanup("codabench-other:latest"), "/app/program")
     program = tmp_path / "program"
     with zipfile.ZipFile(archive) as z:
@@ -114,7 +114,7 @@ def test_the_kaggle_notebook_runs_top_to_bottom_offline_in_another_environment(c
     script.parent.mkdir()
     script.write_text("\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
 
-    env = env_image(client, BASE, bundle_packages(load_manifest(bundle)))
+    env = env_image(client, BASE, bundle_packages(load_manifest(bundle), bundle))
     other = other_environment(client, env.tag, tmp_path, module_docker_cleanup("kaggle-other:latest"),
                               "/kaggle/working", also=("pip",))
     for path in [tmp_path, script.parent, script, *data.rglob("*"), data, wheels, out, competition,

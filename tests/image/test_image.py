@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -20,6 +22,7 @@ from builder.errors import DockerError
 from builder.image import env as env_module
 from submission.errors import OutputError
 from submission.manifest import load_manifest
+from tests import naive
 from tests.bundles import make_images
 from tests.conftest import BASE
 from tests.runs import mixed_runs
@@ -266,15 +269,25 @@ def test_each_new_format_runs_in_docker_as_on_the_host(workspace, module_docker_
     assert lines[0] == sample.splitlines()[0] and [line.split(",")[0] for line in lines[1:]] == ids
 
 
-def test_an_engine_image_installs_only_its_engine_and_matches_the_host_run(client, workspace, pack):
+def test_an_engine_image_has_no_torch_and_matches_the_host_run(client, workspace, pack):
     built = pack("e2e-onnx", "--engine", "onnx", "--tta", "hflip")
     assert "runs on onnx: gate on 24 generated images" in built["output"]
-    proc = docker_run(workspace, "e2e-onnx", workspace / "out-onnx")
+    assert "every model runs on an engine: the environment leaves torch, timm and safetensors out" in built["output"]
+    pins = json.loads(client.images.get(built["id"]).attrs["Config"]["Labels"]["submission.pins"])
+    assert "onnxruntime" in pins and not {"openvino", "onnx", "torch", "timm", "safetensors"} & set(pins)
+    missing = subprocess.run([DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "python", "e2e-onnx", "-c",
+                              "import importlib.util as u; print([m for m in ('torch', 'timm', 'safetensors') "
+                              "if u.find_spec(m)])"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 0 and missing.stdout.strip() == "[]", missing.stderr
+    proc = docker_run(workspace, "e2e-onnx", workspace / "out-onnx", "--cpus", "2")
     assert proc.returncode == 0, proc.stderr
     host = subprocess.run(
         [sys.executable, "-m", "submission", str(workspace / "test"), "--bundle", str(workspace / "bundle-e2e-onnx"),
          "--out", str(workspace / "host-onnx.csv"), "--quiet"], capture_output=True, text=True, cwd=ROOT)
     assert host.returncode == 0, host.stderr
     assert (workspace / "out-onnx" / "submission.csv").read_bytes() == (workspace / "host-onnx.csv").read_bytes()
-    pins = json.loads(client.images.get(built["id"]).attrs["Config"]["Labels"]["submission.pins"])
-    assert "onnxruntime" in pins and "openvino" not in pins and "onnx" not in pins
+    # and the eager models themselves, called one image at a time, agree with what the image wrote
+    written = pd.read_csv(workspace / "out-onnx" / "submission.csv", dtype={"image": str})
+    files = {p.stem: p for p in (workspace / "test").iterdir()}
+    eager = naive.probabilities(workspace / "bundle-e2e-onnx", [files[i] for i in written["image"]])
+    np.testing.assert_allclose(written.iloc[:, 1:].to_numpy(), eager, atol=1e-4)

@@ -160,7 +160,7 @@ def test_a_gpu_the_build_cannot_drive_is_one_error_or_an_announced_fallback(one_
                                           r".* cannot drive it; .*--devices cpu"):
         devices.parse("0")
     said = []
-    assert devices.parse("all", said.append) == [torch.device("cpu")]
+    assert devices.parse("all", said.append) == [devices.CPU]
     assert "cannot drive it; left out; running on the CPU" in said[0]
 
 

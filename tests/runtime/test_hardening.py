@@ -150,7 +150,7 @@ def test_cuda_out_of_memory_splits_the_batch(bundle, awkward):
     device = torch.device("cpu")
     paths = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".png") and p.name in ("good.jpg", "black.png", "full.png", "rotated.jpg", "cmyk.jpg"))
     groups = engine.load_groups(m, bundle, device)
-    batches = list(engine.loader(paths, groups, device=device, batch_size=8, workers=0))
+    batches = list(engine.loader(paths, groups, batch_size=8, workers=0))
     expected, _ = engine.predict(m, groups, batches, len(paths), device=device)
 
     model = groups[0].members[0][1]
@@ -209,7 +209,7 @@ def test_a_stop_that_a_reader_turned_into_its_own_error_is_still_the_stop(
         tmp_path, bundle, awkward, monkeypatch, capsys):
     """A signal landing inside a C extension (safetensors' reader) comes out as that extension's error: the run
     must still end as stopped, not as a broken bundle."""
-    import submission.models as models
+    import submission.models.eager as models
 
     real = models.load_file
 

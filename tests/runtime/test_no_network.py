@@ -45,6 +45,7 @@ def test_the_probe_sees_albumentations_update_check_without_the_switch():
 ENGINES = """
 import json, sys, tempfile, time
 from pathlib import Path
+import numpy as np
 import torch
 graph = Path(tempfile.mkdtemp()) / "m.onnx"
 torch.onnx.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),), str(graph), input_names=["image"],
@@ -56,7 +57,7 @@ def hook(event, args):
 sys.addaudithook(hook)
 from submission.models.engines import open_engine
 for name in ("onnx", "openvino"):
-    open_engine(name, graph, torch.device("cpu"), 1)(torch.ones(1, 4))
+    open_engine(name, graph, torch.device("cpu"), 1)(np.ones((1, 4), dtype=np.float32))
 time.sleep(1.0)
 print("EVENTS " + json.dumps(events))
 """

@@ -23,15 +23,21 @@ SOURCE = {
 }
 
 
+KINDS = {"numpy": np.asarray, "torch": torch.from_numpy}  # the engines' host arrays, the eager models' tensors
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("name", sorted(SOURCE))
-def test_view_moves_pixels_as_defined(name):
-    x = torch.arange(2 * 3 * N * N).reshape(2, 3, N, N)
-    expected = torch.empty_like(x)
+def test_view_moves_pixels_as_defined(name, kind):
+    x = np.arange(2 * 3 * N * N).reshape(2, 3, N, N)
+    expected = np.empty_like(x)
     for i in range(N):
         for j in range(N):
             si, sj = SOURCE[name](i, j)
             expected[..., i, j] = x[..., si, sj]
-    assert torch.equal(view(x, name), expected)
+    got = view(KINDS[kind](x), name)
+    assert type(got) is type(KINDS[kind](x))
+    np.testing.assert_array_equal(np.asarray(got), expected)
 
 
 def test_d4_is_the_whole_dihedral_group():
@@ -43,16 +49,24 @@ def test_d4_is_the_whole_dihedral_group():
     assert outs == numpy_group
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("preset", sorted(TTA_PRESETS))
-def test_stack_views_puts_each_view_as_a_block(preset):
-    x = torch.randn(3, 3, N, N)
+def test_stack_views_puts_each_view_as_a_block(preset, kind):
+    x = KINDS[kind](np.random.default_rng(0).normal(size=(3, 3, N, N)).astype(np.float32))
     stacked = stack_views(x, preset)
     names = TTA_PRESETS[preset]
     assert stacked.shape == (len(names) * 3, 3, N, N)
     for k, name in enumerate(names):
-        assert torch.equal(stacked.view(len(names), 3, 3, N, N)[k], view(x, name))
+        np.testing.assert_array_equal(np.asarray(stacked).reshape(len(names), 3, 3, N, N)[k], np.asarray(view(x, name)))
 
 
 def test_non_square_flips_keep_the_shape():
     x = torch.randn(2, 3, 4, 6)
     assert stack_views(x, "flips").shape == (8, 3, 4, 6)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_one_view_alone_is_that_view(kind):
+    x = KINDS[kind](np.arange(2 * 3 * N * N).reshape(2, 3, N, N))
+    for name in SOURCE:
+        np.testing.assert_array_equal(np.asarray(stack_views(x, [name])), np.asarray(view(x, name)))
