@@ -3,8 +3,8 @@ torch's ``DataLoader`` over the same decoded images, in one run.
 
 Both decode and resize the same JPEGs through the runtime's ``DecodedImages`` and its ``collate``, with the same
 workers, batches and prefetch; what differs is how the batches come back to the main process (a pipe of pickled
-numpy arrays, against torch's worker loop). Prints the images per second of each, best of ``--repeat``, and the
-ratio, and checks that both gave the same batches.
+numpy arrays, against torch's worker loop). Prints the images per second of each, best of ``--repeat`` runs taken
+in turns, and the ratio, and checks that both gave the same batches.
 
     python benchmarks/bench_loader.py --images 240 --size 1024 --workers 2
 """
@@ -37,13 +37,10 @@ def torch_loader(images: DecodedImages, schedule: list[list[int]], workers: int)
                       prefetch_factor=4 if workers else None)
 
 
-def timed(make, repeat: int) -> tuple[float, list]:
-    best, batches = float("inf"), []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        batches = list(make())
-        best = min(best, time.perf_counter() - start)
-    return best, batches
+def timed(make) -> tuple[float, list]:
+    start = time.perf_counter()
+    batches = list(make())
+    return time.perf_counter() - start, batches
 
 
 def main() -> None:
@@ -63,8 +60,12 @@ def main() -> None:
                          (0.229, 0.224, 0.225))
         images = DecodedImages(list_images(folder), [Preprocessor(pre, "bench")])
         schedule = batch_rows(len(images), args.batch_size)
-        ours_s, ours = timed(lambda: Loader(images, schedule, args.workers), args.repeat)
-        torch_s, theirs = timed(lambda: torch_loader(images, schedule, args.workers), args.repeat)
+        ours_s = torch_s = float("inf")
+        for _ in range(args.repeat):  # in turns, so that what else the machine does falls on both alike
+            seconds, ours = timed(lambda: Loader(images, schedule, args.workers))
+            ours_s = min(ours_s, seconds)
+            seconds, theirs = timed(lambda: torch_loader(images, schedule, args.workers))
+            torch_s = min(torch_s, seconds)
     same = all(np.array_equal(a.pixels[0], b.pixels[0]) for a, b in zip(ours, theirs)) and len(ours) == len(theirs)
     figures = {"images": args.images, "size": args.size, "img_size": args.img_size, "batch_size": args.batch_size,
                "workers": args.workers, "loader_images_per_second": args.images / ours_s,
