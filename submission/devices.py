@@ -285,7 +285,7 @@ def score(manifest: Manifest, job: Job, devices: Sequence[Device], *, on_batch: 
 
 
 def plan(devices: Sequence[Device], workers: int | None) -> tuple[int, int]:
-    """(loader processes, torch threads) of each device worker: the CPUs shared out between the workers. A CPU
+    """(loader processes, CPU threads) of each device worker: the CPUs shared out between the workers. A CPU
     device worker that gets one core decodes in its own process (a loader beside it would only compete for it)."""
     cpus = available_cpus()
     if len(devices) == 1:
