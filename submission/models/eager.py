@@ -196,8 +196,3 @@ def _join(first: Any, second: Any) -> Any:
     if isinstance(first, dict):
         return {k: _join(first[k], second[k]) for k in first}
     return type(first)(_join(a, b) for a, b in zip(first, second))
-
-
-def host(logits: Any) -> np.ndarray:
-    """A head's logits as float64 numpy on the host (where the merge runs)."""
-    return logits.detach().cpu().double().numpy()
