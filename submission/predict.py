@@ -23,7 +23,7 @@ import numpy as np
 
 from submission import models as model_io
 from submission.ensemble import combine, merge, view_means
-from submission.errors import BundleError
+from submission.errors import BundleError, SubmissionError
 from submission.inputs.loader import Batch, DecodedImages, Loader, batch_rows
 from submission.inputs.preprocess import Preprocessor, normalize
 from submission.manifest import Manifest, weights_root
@@ -102,15 +102,17 @@ def group_input(pixels: np.ndarray, group: Group, views: Sequence[str], device: 
 
 
 def forward(model: Any, inputs: tuple[Any, ...], device: Any, log: Callable[[str], None], name: str = "") -> Any:
-    """One model's output on ``inputs`` (the images, and the metadata features where it takes them); a failure
-    is one error naming the model and what it was given."""
-    if not isinstance(model, Engine):
+    """One model's output on ``inputs`` (the images, and the metadata features where it takes them); a failure of
+    the model, eager or on its engine, is one error naming the model and what it was given."""
+    try:
+        if isinstance(model, Engine):
+            return model(*inputs)
         from submission.models import eager
 
         return eager.forward(model, inputs, device, log, name)
-    try:
-        return model(*inputs)
-    except Exception as e:  # noqa: BLE001 (each engine raises its own types)
+    except SubmissionError:  # out of memory on a single image: the run's own error
+        raise
+    except Exception as e:  # noqa: BLE001 (a model's code and each engine raise their own types)
         given = " and ".join(f"{tuple(t.shape)}" for t in inputs)
         raise BundleError(f"model {name!r} fails on inputs of shape {given}: {type(e).__name__}: {e}") from None
 

@@ -162,16 +162,13 @@ def forward(model: torch.nn.Module, inputs: tuple[Any, ...], device: Any, log: C
             name: str = "") -> Any:
     """The model on ``inputs`` (the images, and the metadata features where the model takes them: numpy features
     go to the device); on CUDA out-of-memory the batch is split in halves and retried, and the halves' outputs
-    joined again. Any other failure is one error naming the model and what it was given."""
+    joined again. Any other failure is the model's own (``predict.forward`` names the model with it)."""
     inputs = tuple(torch.as_tensor(t).to(str(device)) if isinstance(t, np.ndarray) else t for t in inputs)
     try:
         with torch.inference_mode(), autocast(device):
             return model(*inputs)
     except torch.cuda.OutOfMemoryError:
         return _split_forward(model, inputs, device, log, name)
-    except Exception as e:
-        given = " and ".join(f"{tuple(t.shape)}" for t in inputs)
-        raise BundleError(f"model {name!r} fails on inputs of shape {given}: {type(e).__name__}: {e}") from None
 
 
 def _split_forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], device: Any,
