@@ -32,9 +32,8 @@ def _imports(path: Path, module: str) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:
-                package = module.split(".")[: -node.level or None] if path.name != "__init__.py" else \
-                    module.split(".")[: len(module.split(".")) - node.level + 1]
+            if node.level:  # relative to the module's package (to the package itself, in its __init__.py)
+                package = module.split(".")[: -node.level + (path.name == "__init__.py") or None]
                 base = ".".join([*package, base] if base else package)
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
