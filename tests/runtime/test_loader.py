@@ -64,7 +64,8 @@ def test_a_bug_in_a_worker_brings_its_traceback():
 
 
 def test_the_workers_end_when_the_run_stops_early(images):
-    batches = iter(Loader(images, [[i] for i in range(13)], workers=3))
+    # one batch ready per worker: each has more to decode, so none can finish before the stop
+    batches = iter(Loader(images, [[i] for i in range(13)], workers=3, prefetch=1))
     next(batches)
     assert len(multiprocessing.active_children()) == 3
     batches.close()  # what a stop, an error or a watchdog's cut does to the iteration
