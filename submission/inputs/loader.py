@@ -138,11 +138,12 @@ class Loader:
             for i in range(len(self.schedule)):
                 yield _receive(queues[i % n], processes[i % n])
         finally:
+            # SIGKILL, not SIGTERM: a worker still starting has the main process's stop handler, which would
+            # swallow a SIGTERM (interrupt.py), and a worker holds nothing that needs cleaning up
             for process in processes:
-                if process.is_alive():
-                    process.terminate()
+                process.kill()
             for process in processes:
-                process.join(timeout=10)
+                process.join()
             for q in queues:
                 q.cancel_join_thread()
                 q.close()

@@ -70,3 +70,22 @@ def test_the_workers_end_when_the_run_stops_early(images):
     assert len(multiprocessing.active_children()) == 3
     batches.close()  # what a stop, an error or a watchdog's cut does to the iteration
     assert not multiprocessing.active_children()
+
+
+class DeafToStop(Dies):
+    """A dataset whose loader processes do what a worker still starting does with the main process's stop handler
+    it inherited (interrupt.py): a SIGTERM does not end them."""
+
+    def __getitem__(self, i: int):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return super().__getitem__(i + 4 if i == 3 else i)  # no OOM kill here
+
+
+def test_the_workers_end_even_when_they_would_not_heed_a_sigterm():
+    batches = iter(Loader(DeafToStop(), [[i] for i in range(6)], workers=2, prefetch=1))
+    next(batches)
+    batches.close()
+    left = multiprocessing.active_children()
+    for process in left:  # so that a failure here does not hang the test run at its exit
+        process.kill()
+    assert not left
