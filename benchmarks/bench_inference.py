@@ -19,8 +19,8 @@ process), and ``engines`` (eager PyTorch, ONNX Runtime and OpenVINO, each packed
 compute and decode regimes and on the trained digits example: throughput, runtime/compute-only, accuracy, and the
 probabilities' distance from eager's), and ``watchdog`` (its decision after a batch against a batch's time, and the
 runtime with a deadline it never needs against the runtime without). Prints images/s, the ratios and peak RSS, and
-writes them as JSON. ``--device cuda`` runs the runtime and compute-only on the GPU (autocast, channels_last, pinned
-memory; ONNX Runtime's CUDA provider where onnxruntime-gpu is installed); the naive loop stays on the CPU.
+writes them as JSON. ``--device cuda`` runs the runtime and compute-only on the GPU (autocast, channels_last; ONNX
+Runtime's CUDA provider where onnxruntime-gpu is installed); the naive loop stays on the CPU.
 
     python benchmarks/bench_inference.py                      # every regime
     python benchmarks/bench_inference.py --regime decode --images 200

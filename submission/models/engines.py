@@ -3,8 +3,9 @@ normalised batch, and the metadata features where the model takes them), the hea
 outputs] tensor out. Everything before (decode, preprocessing, TTA views) and after (heads, merge, formats) is the
 runtime's own, unchanged.
 
-Thread pools are sized to the CPU quota (a container limited with --cpus still sees every host core); ONNX Runtime
-takes the CUDA provider when the device is a GPU and the installed build has it (onnxruntime-gpu).
+Thread pools are sized to the CPU quota (a container limited with --cpus still sees every host core), and ONNX
+Runtime's do not spin while they wait, leaving the cores to the loader processes; ONNX Runtime takes the CUDA
+provider when the device is a GPU and the installed build has it (onnxruntime-gpu).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class OnnxRuntime(Engine):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         options.log_severity_level = 3
+        # idle threads sleep rather than spin: the loader processes decode on the same cores meanwhile
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))

@@ -128,7 +128,8 @@ def test_the_exported_graph_is_checked_like_every_bundle_file(tmp_path, images):
 
 
 def test_engine_threads_follow_the_cpu_quota(tmp_path, images, monkeypatch):
-    """A container under --cpus 1 on a many-core host: the engine's pool gets one thread, as torch's does."""
+    """A container under --cpus 1 on a many-core host: the engine's pool gets one thread, as torch's does, and its
+    threads do not spin while they wait (the loader processes share the cores)."""
     import submission.devices
     import submission.models
 
@@ -149,5 +150,7 @@ def test_engine_threads_follow_the_cpu_quota(tmp_path, images, monkeypatch):
         run_csv(bundle.path, folder, tmp_path / "s.csv")
     finally:
         torch.set_num_threads(threads)
-    assert [e.session.get_session_options().intra_op_num_threads for e in opened] == [1]
+    options = [e.session.get_session_options() for e in opened]
+    assert [o.intra_op_num_threads for o in options] == [1]
+    assert [o.get_session_config_entry("session.intra_op.allow_spinning") for o in options] == ["0"]
 
