@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder import platforms
 from builder.environment import bundle_packages, torch_reasons
 from builder.errors import DockerError
 from builder.pack.bundle import Bundle, PackRequest, make_bundle
@@ -40,13 +41,22 @@ class PackResult:
     exported: Exported | None = None  # what the platform takes (builder export)
 
 
-def _say_torch(manifest: Manifest, bundle: Path, say: Callable[[str], None]) -> None:
-    """Whether the environment of a bundle with models on an engine leaves torch out, and why not."""
-    if all(m.engine == "torch" for m in manifest.models):
-        return
+def engine_lines(manifest: Manifest, bundle: Path) -> list[str]:
+    """What pack says of a bundle with models on an engine: whether the environment leaves torch out (and why
+    not), and, for a platform with a GPU, that the engines run on its CPU."""
+    engines = list(dict.fromkeys(m.engine for m in manifest.models if m.engine != "torch"))
+    if not engines:
+        return []
     reasons = torch_reasons(manifest, bundle)
-    say(f"torch stays in the environment: {'; '.join(reasons)}" if reasons else
-        "every model runs on an engine: the environment leaves torch, timm and safetensors out")
+    lines = [f"torch stays in the environment: {'; '.join(reasons)}" if reasons else
+             "every model runs on an engine: the environment leaves torch, timm and safetensors out"]
+    gpus, platform = platforms.get(manifest.entry.platform).limits.gpus, manifest.entry.platform
+    if gpus and manifest.entry.devices != "cpu":
+        run = f"{' and '.join(engines)} run{'s' if len(engines) == 1 else ''}"
+        lines.append(f"warning: the {platform} platform gives a GPU ({', '.join(gpus)}), but {run} on its CPU: the "
+                     "image installs the engines' CPU builds (ONNX Runtime's CUDA provider is onnxruntime-gpu's); "
+                     "pack with --engine torch to use the GPU, or --devices cpu to say the CPU is meant")
+    return lines
 
 
 def pack(
@@ -73,7 +83,6 @@ def pack(
         with phase("checking folds"):
             return PackResult(make_bundle(request, bundle_dir, on_fold))
 
-    from builder import platforms
     from builder.pack.resolve import said
 
     settings = said(request)
@@ -103,7 +112,8 @@ def pack(
         with phase("checking folds"):
             bundle = make_bundle(request, bundle_dir or Path(tmp) / "bundle", on_fold, settings)
         with phase(f"environment image on {base_image}"):
-            _say_torch(bundle.manifest, bundle.path, say)
+            for line in engine_lines(bundle.manifest, bundle.path):
+                say(line)
             env = env_image(client, base_image, bundle_packages(bundle.manifest, bundle.path), full=full_env, log=log,
                             say=say)
         with phase(f"writing the layers of {tag}"):

@@ -17,6 +17,7 @@ from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
 from builder.environment import EAGER_PACKAGES, bundle_packages, torch_reasons
+from builder.pipeline import engine_lines
 from submission.manifest import load_manifest
 from submission.runner import Options, run
 from tests import naive
@@ -121,3 +122,19 @@ def test_what_needs_torch_keeps_it_and_is_named(runs, tmp_path):
 
     eager = pack(runs, tmp_path / "b3").path
     assert torch_reasons(load_manifest(eager), eager) == ["model 'fold0' runs on torch", "model 'fold1' runs on torch"]
+
+
+def test_pack_says_when_engines_leave_a_platforms_gpu_unused(runs, tmp_path):
+    def said(out: str, **options: str) -> list[str]:
+        bundle = pack(runs, tmp_path / out, engine="onnx", **options).path
+        return engine_lines(load_manifest(bundle), bundle)
+
+    generic = said("generic")
+    assert generic == ["every model runs on an engine: the environment leaves torch, timm and safetensors out"]
+    evalai = said("evalai", platform="evalai")
+    assert evalai[0] == generic[0]
+    assert evalai[1].startswith("warning: the evalai platform gives a GPU (T4), but onnx runs on its CPU")
+    assert "--engine torch" in evalai[1] and "--devices cpu" in evalai[1]
+    assert said("evalai-cpu", platform="evalai", devices="cpu") == generic
+    eager = pack(runs, tmp_path / "eager", platform="evalai").path
+    assert engine_lines(load_manifest(eager), eager) == []
