@@ -61,6 +61,10 @@ def _torch() -> Any:
     return torch
 
 
+def has_torch() -> bool:
+    return _torch() is not None
+
+
 def visible_gpus() -> int:
     torch = _torch()
     return torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 0
@@ -116,7 +120,7 @@ def _drivable_gpus(indices: list[int], spec: str, log: Callable[[str], None]) ->
 
 
 def _no_gpu() -> str:
-    if _torch() is None:
+    if not has_torch():
         return ("this image has no torch (its models all run on an engine, on the CPU); pack with --engine torch for "
                 "a GPU")
     return "run the container with --gpus all (NVIDIA container toolkit)"

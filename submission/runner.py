@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from submission import STARTED, interrupt, shards
-from submission.devices import Job, plan, score
+from submission.devices import Job, has_torch, plan, score
 from submission.devices import parse as device_list
 from submission.ensemble import finish
 from submission.errors import BundleError, InputError
@@ -35,6 +35,7 @@ from submission.manifest import (
     sha256_file,
     verify_files,
 )
+from submission.models.engines import ENGINES
 from submission.output import check_writable, problems_path_for, write_csv, write_json
 from submission.progress import Progress
 from submission.shards import parse_shard
@@ -167,7 +168,13 @@ def predict_rows(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet
     asked = options.devices or manifest.entry.devices
     devices = device_list(asked, warn)
     if asked in ("all", "auto") and devices[0].type == "cpu":
-        info("no GPU is visible: running on the CPU")
+        info("no GPU is visible: running on the CPU" if has_torch() else
+             "running on the CPU: the image has no torch, as every model runs on an engine")
+    on_cpu = [e for e in dict.fromkeys(m.engine for m in manifest.models) if e in ENGINES
+              and not ENGINES[e].drives_gpus()] if any(d.type == "cuda" for d in devices) else []
+    if on_cpu:
+        warn(f"the models on {' and '.join(on_cpu)} run on the CPU, not on the GPU: the engine's installed build "
+             "has no GPU support (ONNX Runtime's CUDA provider is onnxruntime-gpu's)")
     loaders, threads = plan(devices, options.workers)
     deadline = deadline_of(manifest, options)
     job = Job(Path(bundle), tuple(paths), tuple(ids), encoded.features[rows] if encoded else None, options.batch_size,

@@ -34,6 +34,11 @@ class Engine:
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    @staticmethod
+    def drives_gpus() -> bool:
+        """Whether the installed build runs on a GPU when the device is one (else it runs on the CPU)."""
+        return False
+
     def __call__(self, x: np.ndarray, meta: np.ndarray | None = None) -> np.ndarray:
         feeds = {"image": np.ascontiguousarray(x, dtype=np.float32)}
         if meta is not None:
@@ -57,13 +62,21 @@ class OnnxRuntime(Engine):
         # idle threads sleep rather than spin: the loader processes decode on the same cores meanwhile
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        if device.type == "cuda" and self.drives_gpus():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as e:  # noqa: BLE001 (ONNX Runtime raises its own types)
             raise BundleError(f"ONNX Runtime cannot load {path.name}: {e}") from None
         self.inputs = {i.name for i in self.session.get_inputs()}
+
+    @staticmethod
+    def drives_gpus() -> bool:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False
+        return "CUDAExecutionProvider" in ort.get_available_providers()  # onnxruntime-gpu's
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([OUTPUT], {k: v for k, v in feeds.items() if k in self.inputs})[0]

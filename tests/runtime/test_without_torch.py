@@ -94,8 +94,9 @@ def test_a_preprocessing_function_of_numpy_and_opencv_needs_no_torch(runs, tmp_p
     packages = bundle_packages(m, bundle)
     assert "torch" not in packages and any(p.startswith("opencv") for p in packages)
     proc = without_torch(str(tmp_path / "test"), "--bundle", str(bundle), "--out", str(tmp_path / "free.csv"),
-                         "--ignore-sample", "--quiet")
+                         "--ignore-sample")
     assert proc.returncode == 0, proc.stderr
+    assert "running on the CPU: the image has no torch, as every model runs on an engine" in proc.stderr
     crop = naive.fixture("aptos_preprocess.py").circle_crop
     expected = naive.probabilities(bundle, photos, prepare=lambda image: Image.fromarray(crop(np.asarray(image))))
     np.testing.assert_allclose(pd.read_csv(tmp_path / "free.csv").iloc[:, 1:].to_numpy(), expected, atol=1e-5)
@@ -138,3 +139,24 @@ def test_pack_says_when_engines_leave_a_platforms_gpu_unused(runs, tmp_path):
     assert said("evalai-cpu", platform="evalai", devices="cpu") == generic
     eager = pack(runs, tmp_path / "eager", platform="evalai").path
     assert engine_lines(load_manifest(eager), eager) == []
+
+
+def test_the_run_says_when_an_engine_leaves_a_visible_gpu_unused(runs, tmp_path, monkeypatch, capsys):
+    """On a GPU, ONNX Runtime without its CUDA provider (the CPU build) runs on the CPU: the run says so, and writes
+    what it writes on the CPU."""
+    import onnxruntime
+
+    import submission.runner
+    from submission.devices import Device
+
+    make_images(tmp_path / "test", n=5)
+    bundle = pack(runs, tmp_path / "b", engine="onnx", format="probs").path
+    options = Options(workers=0, ignore_sample=True)
+    run(tmp_path / "test", bundle, tmp_path / "cpu.csv", options)
+    assert "run on the CPU, not on the GPU" not in capsys.readouterr().err
+    monkeypatch.setattr(submission.runner, "device_list", lambda spec, log: [Device("cuda", 0)])
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    run(tmp_path / "test", bundle, tmp_path / "gpu.csv", options)
+    assert ("warning: the models on onnx run on the CPU, not on the GPU: the engine's installed build has no GPU "
+            "support") in capsys.readouterr().err
+    assert (tmp_path / "gpu.csv").read_bytes() == (tmp_path / "cpu.csv").read_bytes()
