@@ -170,11 +170,12 @@ def predict_rows(manifest: Manifest, bundle: Path, test_dir: Path, test: TestSet
     if asked in ("all", "auto") and devices[0].type == "cpu":
         info("no GPU is visible: running on the CPU" if has_torch() else
              "running on the CPU: the image has no torch, as every model runs on an engine")
-    on_cpu = [e for e in dict.fromkeys(m.engine for m in manifest.models) if e in ENGINES
-              and not ENGINES[e].drives_gpus()] if any(d.type == "cuda" for d in devices) else []
-    if on_cpu:
-        warn(f"the models on {' and '.join(on_cpu)} run on the CPU, not on the GPU: the engine's installed build "
-             "has no GPU support (ONNX Runtime's CUDA provider is onnxruntime-gpu's)")
+    if any(d.type == "cuda" for d in devices):
+        engines = dict.fromkeys(m.engine for m in manifest.models if m.engine in ENGINES)
+        on_cpu = [e for e in engines if not ENGINES[e].drives_gpus()]
+        if on_cpu:
+            warn(f"the models on {' and '.join(on_cpu)} run on the CPU, not on the GPU: the engine's installed "
+                 "build has no GPU support (ONNX Runtime's CUDA provider is onnxruntime-gpu's)")
     loaders, threads = plan(devices, options.workers)
     deadline = deadline_of(manifest, options)
     job = Job(Path(bundle), tuple(paths), tuple(ids), encoded.features[rows] if encoded else None, options.batch_size,
